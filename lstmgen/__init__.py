@@ -1,0 +1,1 @@
+"""lstmgen: character-level LSTM language models in JAX/Flax."""

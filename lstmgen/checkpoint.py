@@ -1,0 +1,77 @@
+"""What a workdir holds: config.json, vocab.json and Orbax checkpoints of the train state.
+
+Everything is JSON or array data (no pickle), so loading a workdir never executes code. A
+checkpoint holds one host copy of the state and restores onto whatever devices are present.
+"""
+
+import json
+import os
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+from lstmgen import data
+from lstmgen.errors import UserError
+
+# Config fields that define a run's model and data: resuming with different values is refused.
+RUN_DEFINING = ('model', 'data.corpus', 'data.path', 'data.val_fraction', 'data.strip_gutenberg',
+                'dtype', 'seq_len')
+
+
+def config_path(workdir: str) -> str:
+  return os.path.join(workdir, 'config.json')
+
+
+def vocab_path(workdir: str) -> str:
+  return os.path.join(workdir, 'vocab.json')
+
+
+def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  data._atomic_write(config_path(workdir), config.to_json(indent=2, sort_keys=True))
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  path = config_path(workdir)
+  if not os.path.exists(path):
+    raise UserError(f'{workdir} holds no lstmgen run (no config.json); train one first with '
+                    f'python -m lstmgen.main --config=configs/grimm.py --workdir={workdir}')
+  with open(path, encoding='utf-8') as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def _flatten(d, prefix=''):
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = list(v) if isinstance(v, tuple) else v
+  return out
+
+
+def differing_fields(old: ml_collections.ConfigDict, new: ml_collections.ConfigDict,
+                     prefixes=RUN_DEFINING) -> list[str]:
+  """Fields under `prefixes` whose values differ, as 'field: old -> new'."""
+  a, b = _flatten(json.loads(old.to_json())), _flatten(json.loads(new.to_json()))
+  keys = sorted(k for k in set(a) | set(b) if any(k == p or k.startswith(p + '.') for p in prefixes))
+  return [f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in keys if a.get(k) != b.get(k)]
+
+
+def manager(workdir: str, keep: int = 3, read_only: bool = False) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
+                                         read_only=read_only)
+  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), 'checkpoints'),
+                               options=options)
+
+
+def abstract(tree):
+  """Shapes and dtypes of `tree` placed on this process's first device: the restore target."""
+  sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+
+
+def restore(mngr: ocp.CheckpointManager, target, step: int | None = None):
+  """The checkpoint at `step` (default: latest) restored into `target`'s structure."""
+  step = mngr.latest_step() if step is None else step
+  return mngr.restore(step, args=ocp.args.StandardRestore(abstract(target)))

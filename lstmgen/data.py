@@ -1,0 +1,173 @@
+"""Text -> vocabulary -> deterministic batches of character ids.
+
+Everything here is host-side numpy. A training batch is a pure function of (seed, step), so runs
+reproduce, a resumed run sees the batches it would have seen, and any number of processes can each
+build their own rows of the same global batch.
+"""
+
+import json
+import os
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from lstmgen.errors import UserError
+
+_START = re.compile(r'^\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG.*$', re.MULTILINE)
+_END = re.compile(r'^\*\*\* ?END OF (THE|THIS) PROJECT GUTENBERG.*$', re.MULTILINE)
+_ENCODE_CHUNK = 1 << 22  # Characters encoded at a time: bounds the temporary code-point arrays.
+
+
+# ----------------------------------------------------------------------------- text cleaning
+
+
+def clean_text(text: str, strip_gutenberg: bool = True) -> str:
+  """Drops a BOM, turns CRLF (and lone CR) into LF, keeps a Gutenberg book between its markers."""
+  text = text.lstrip('\ufeff').replace('\r\n', '\n').replace('\r', '\n')
+  if strip_gutenberg:
+    start, end = _START.search(text), _END.search(text)
+    if start and end and start.end() < end.start():
+      text = text[start.end():end.start()].strip('\n') + '\n'
+  return text
+
+
+def decode_utf8(raw: bytes, path: str, errors: str = 'strict') -> str:
+  try:
+    return raw.decode('utf-8', errors=errors)
+  except UnicodeDecodeError as e:
+    line = raw.count(b'\n', 0, e.start) + 1
+    raise UserError(
+        f'{path} is not valid UTF-8 (byte {e.start}, line {line}: {raw[e.start:e.start + 4]!r}); '
+        'convert it to UTF-8, or pass --config.data.decode_errors=replace to substitute U+FFFD'
+    ) from None
+
+
+def read_text(path: str, strip_gutenberg: bool = True, decode_errors: str = 'strict') -> str:
+  """Reads and cleans a corpus file, with one clear error for each way the path can be wrong."""
+  if not path:
+    raise UserError('no corpus given; pass --config.data.path=FILE or --config.data.corpus=NAME')
+  if os.path.isdir(path):
+    raise UserError(f'corpus path {path} is a directory; pass a text file')
+  if not os.path.exists(path):
+    raise UserError(f'corpus file {path} does not exist; check --config.data.path')
+  with open(path, 'rb') as f:
+    raw = f.read()
+  return clean_text(decode_utf8(raw, path, decode_errors), strip_gutenberg)
+
+
+# ----------------------------------------------------------------------------- vocabulary
+
+
+class Vocab:
+  """The sorted set of a corpus's characters; ids are positions in it."""
+
+  def __init__(self, chars: Sequence[str]):
+    self.chars = list(chars)
+    self._codepoints = np.array([ord(c) for c in self.chars], dtype=np.int64)
+    self._index = {c: i for i, c in enumerate(self.chars)}
+
+  @classmethod
+  def from_text(cls, text: str) -> 'Vocab':
+    return cls(sorted(set(text)))
+
+  @classmethod
+  def load(cls, path: str) -> 'Vocab':
+    try:
+      with open(path, encoding='utf-8') as f:
+        chars = json.load(f)['chars']
+    except FileNotFoundError:
+      raise UserError(f'vocabulary file {path} does not exist') from None
+    except (ValueError, KeyError, TypeError):
+      raise UserError(f'{path} is not an lstmgen vocab.json ({{"chars": [...]}})') from None
+    return cls(chars)
+
+  def save(self, path: str) -> None:
+    _atomic_write(path, json.dumps({'chars': self.chars}, ensure_ascii=False))
+
+  def __len__(self) -> int:
+    return len(self.chars)
+
+  def __eq__(self, other) -> bool:
+    return isinstance(other, Vocab) and self.chars == other.chars
+
+  def unknown(self, text: str) -> list[str]:
+    """Characters of `text` outside the vocabulary, sorted."""
+    return sorted(set(text) - set(self._index))
+
+  def encode(self, text: str) -> np.ndarray:
+    """Ids of `text` (uint16 while the vocabulary allows: corpus memory stays ~2 bytes a char)."""
+    dtype = np.uint16 if len(self) <= np.iinfo(np.uint16).max else np.int32
+    ids = np.empty(len(text), dtype)
+    for lo in range(0, len(text), _ENCODE_CHUNK):
+      chunk = np.frombuffer(text[lo:lo + _ENCODE_CHUNK].encode('utf-32-le'), np.uint32)
+      pos = np.searchsorted(self._codepoints, chunk)
+      if (pos >= len(self)).any() or (self._codepoints[np.minimum(pos, len(self) - 1)] != chunk).any():
+        raise ValueError(f'characters outside the vocabulary: {self.unknown(text[lo:lo + _ENCODE_CHUNK])}')
+      ids[lo:lo + len(chunk)] = pos
+    return ids
+
+  def decode(self, ids) -> str:
+    return ''.join(self.chars[i] for i in np.asarray(ids).reshape(-1))
+
+
+def _atomic_write(path: str, content: str) -> None:
+  tmp = f'{path}.tmp{os.getpid()}'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    f.write(content)
+  os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- splits and batches
+
+
+def split(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+  """By position: the last `val_fraction` of the text is validation (views, no copy)."""
+  n_val = int(round(len(ids) * val_fraction))
+  return ids[:len(ids) - n_val], ids[len(ids) - n_val:]
+
+
+def window_starts(num_ids: int, seq_len: int, seed: int, step: int, batch_size: int) -> np.ndarray:
+  """Start offsets of the global batch's windows for `step`: a pure function of its arguments."""
+  rng = np.random.default_rng([seed, step])
+  return rng.integers(0, num_ids - seq_len, size=batch_size)  # A window holds seq_len + 1 ids.
+
+
+def train_batch(ids: np.ndarray, seq_len: int, seed: int, step: int, batch_size: int,
+                rows: slice = slice(None)) -> np.ndarray:
+  """Rows `rows` of the global batch for `step`: int32 windows [len(rows), seq_len + 1].
+
+  Every position of a window is a target for the one before it; only the selected rows are
+  gathered, so each process builds just its share.
+  """
+  starts = window_starts(len(ids), seq_len, seed, step, batch_size)[rows]
+  return ids[starts[:, None] + np.arange(seq_len + 1)].astype(np.int32)
+
+
+def check_trainable(num_train_ids: int, seq_len: int, vocab_size: int) -> None:
+  if vocab_size < 2:
+    raise UserError('the corpus has a single distinct character: there is nothing to learn; '
+                    'use a real text')
+  if num_train_ids < seq_len + 1:
+    raise UserError(f'the training split has {num_train_ids} characters, fewer than seq_len + 1 = '
+                    f'{seq_len + 1}; use a longer text or a smaller --config.seq_len')
+
+
+def eval_streams(ids: np.ndarray, num_rows: int, seq_len: int) -> tuple[np.ndarray, ...]:
+  """Cuts a text into `num_rows` contiguous streams of whole `seq_len` chunks for stateful eval.
+
+  Returns inputs, targets and weights, each [num_chunks, num_rows, seq_len]: every character but
+  the first is a target exactly once (weight 1); padding has weight 0.
+  """
+  n = len(ids) - 1
+  num_chunks = -(-n // (num_rows * seq_len))
+  row_len = num_chunks * seq_len
+  num_rows = -(-n // row_len)  # Fewer rows when the text is short: padding stays under one row.
+  pad = num_rows * row_len - n
+
+  def cut(a):
+    a = np.concatenate([a.astype(np.int32), np.zeros(pad, np.int32)])
+    return a.reshape(num_rows, row_len // seq_len, seq_len).transpose(1, 0, 2)
+
+  weights = cut(np.ones(n, np.int32)).astype(np.float32)
+  return cut(ids[:-1]), cut(ids[1:]), weights

@@ -1,0 +1,185 @@
+"""The character LSTM language model: embedding -> LSTM layers scanned over time -> logits.
+
+Each layer computes its input projection for all time steps as one matmul outside the scan, so
+the scanned body holds only `h @ W_hh` and the gates. The recurrence has a custom VJP (what cuDNN
+does): the backward scan keeps only `dgates @ W_hh^T`, and the weight gradient is one large matmul
+after it. Parameters use one fused [i, f, g, o] layout; `to_flax_cell_params` maps a layer onto
+`flax.linen.LSTMCell`'s parameters, against which tests check outputs and gradients.
+"""
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+import numpy as np
+
+Carry = tuple[tuple[jax.Array, jax.Array], ...]  # Per layer: (c_BxH, h_BxH), fp32.
+
+
+def _sigmoid(x):
+  # One tanh instead of exp + divide: cheaper elementwise work inside the scan, same function.
+  return 0.5 * jnp.tanh(0.5 * x) + 0.5
+
+
+def _gates(gates_Bx4H, c_BxH):
+  i, f, g, o = jnp.split(gates_Bx4H, 4, axis=-1)
+  i, f, g, o = _sigmoid(i), _sigmoid(f), jnp.tanh(g), _sigmoid(o)
+  c_BxH = f * c_BxH + i * g
+  h_BxH = o * jnp.tanh(c_BxH)
+  return jnp.concatenate([i, f, g, o], axis=-1), c_BxH, h_BxH
+
+
+def _matmul(a, b, dtype):
+  return jnp.dot(a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32)
+
+
+# ----------------------------------------------------------------------------- recurrence
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def lstm_recurrence(wh_Hx4H, xproj_TxBx4H, c0_BxH, h0_BxH, dtype=jnp.float32, unroll=1):
+  """Runs the LSTM over time given the input projections; returns (h_TxBxH, (c_T, h_T))."""
+  hs_TxBxH, cT, hT, _ = _forward(wh_Hx4H, xproj_TxBx4H, c0_BxH, h0_BxH, dtype, unroll)
+  return hs_TxBxH, (cT, hT)
+
+
+def _forward(wh_Hx4H, xproj_TxBx4H, c0_BxH, h0_BxH, dtype, unroll):
+  wh_Hx4H = wh_Hx4H.astype(dtype)  # Cast once, not per step.
+
+  def step(carry, xproj_Bx4H):
+    c_BxH, h_BxH = carry
+    acts, c_BxH, h_BxH = _gates(xproj_Bx4H + _matmul(h_BxH, wh_Hx4H, dtype), c_BxH)
+    return (c_BxH, h_BxH), (acts, c_BxH, h_BxH)
+
+  (cT, hT), (acts_TxBx4H, cs_TxBxH, hs_TxBxH) = jax.lax.scan(
+      step, (c0_BxH, h0_BxH), xproj_TxBx4H, unroll=unroll)
+  return hs_TxBxH, cT, hT, (acts_TxBx4H, cs_TxBxH)
+
+
+def _recurrence_fwd(wh_Hx4H, xproj_TxBx4H, c0_BxH, h0_BxH, dtype, unroll):
+  hs_TxBxH, cT, hT, (acts, cs) = _forward(wh_Hx4H, xproj_TxBx4H, c0_BxH, h0_BxH, dtype, unroll)
+  return (hs_TxBxH, (cT, hT)), (wh_Hx4H, c0_BxH, h0_BxH, acts, cs, hs_TxBxH)
+
+
+def _recurrence_bwd(dtype, unroll, residuals, cotangents):
+  wh_Hx4H, c0_BxH, h0_BxH, acts_TxBx4H, cs_TxBxH, hs_TxBxH = residuals
+  dhs_TxBxH, (dcT, dhT) = cotangents
+  whT_4HxH = wh_Hx4H.T.astype(dtype)
+  cprev_TxBxH = jnp.concatenate([c0_BxH[None], cs_TxBxH[:-1]])
+  hprev_TxBxH = jnp.concatenate([h0_BxH[None], hs_TxBxH[:-1]])
+
+  def step(carry, xs):
+    dc_BxH, dh_BxH = carry
+    dh_out, acts, c, c_prev = xs
+    i, f, g, o = jnp.split(acts, 4, axis=-1)
+    tanh_c = jnp.tanh(c)
+    dh_BxH = dh_BxH + dh_out
+    dc_BxH = dc_BxH + dh_BxH * o * (1 - tanh_c * tanh_c)
+    dgates_Bx4H = jnp.concatenate([
+        dc_BxH * g * i * (1 - i),
+        dc_BxH * c_prev * f * (1 - f),
+        dc_BxH * i * (1 - g * g),
+        dh_BxH * tanh_c * o * (1 - o),
+    ], axis=-1)
+    return (dc_BxH * f, _matmul(dgates_Bx4H, whT_4HxH, dtype)), dgates_Bx4H
+
+  (dc0, dh0), dgates_TxBx4H = jax.lax.scan(
+      step, (dcT, dhT), (dhs_TxBxH, acts_TxBx4H, cs_TxBxH, cprev_TxBxH), reverse=True, unroll=unroll)
+  dwh_Hx4H = jnp.einsum('tbh,tbg->hg', hprev_TxBxH.astype(dtype), dgates_TxBx4H.astype(dtype),
+                        preferred_element_type=jnp.float32)
+  return dwh_Hx4H.astype(wh_Hx4H.dtype), dgates_TxBx4H, dc0, dh0
+
+
+lstm_recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
+
+
+# ----------------------------------------------------------------------------- modules
+
+
+def _recurrent_init(key, shape, dtype=jnp.float32):
+  """One orthogonal [H, H] block per gate, as flax.linen.LSTMCell initialises them."""
+  hidden = shape[0]
+  keys = jax.random.split(key, 4)
+  return jnp.concatenate([nn.initializers.orthogonal()(k, (hidden, hidden), dtype) for k in keys], -1)
+
+
+class LSTMLayer(nn.Module):
+  """One LSTM layer over a whole time-major sequence."""
+  hidden_size: int
+  forget_bias: float = 1.0
+  dtype: Any = jnp.float32
+  unroll: int = 1
+
+  @nn.compact
+  def __call__(self, carry, x_TxBxD):
+    H = self.hidden_size
+    wi = self.param('wi', nn.initializers.lecun_normal(), (x_TxBxD.shape[-1], 4 * H))
+    wh = self.param('wh', _recurrent_init, (H, 4 * H))
+    b = self.param('b', lambda k, s: jnp.zeros(s).at[H:2 * H].set(self.forget_bias), (4 * H,))
+    xproj_TxBx4H = _matmul(x_TxBxD, wi, self.dtype) + b
+    hs_TxBxH, carry = lstm_recurrence(wh, xproj_TxBx4H, *carry, self.dtype, self.unroll)
+    return carry, hs_TxBxH
+
+
+def _dropout(x_TxBxH, keys_B, rate: float, salt: int):
+  """Inverted dropout whose mask for example b depends only on keys_B[b], not on the device."""
+  keep = 1.0 - rate
+  masks_TxBxH = jax.vmap(
+      lambda k: jax.random.bernoulli(jax.random.fold_in(k, salt), keep, x_TxBxH[:, 0].shape),
+      out_axes=1)(keys_B)
+  return jnp.where(masks_TxBxH, x_TxBxH / keep, 0.0)
+
+
+class CharLSTM(nn.Module):
+  """Character LSTM LM. Takes and returns the per-layer carry so sequences can be continued."""
+  vocab_size: int
+  embed_size: int = 64
+  hidden_size: int = 256
+  num_layers: int = 2
+  dropout: float = 0.0
+  forget_bias: float = 1.0
+  dtype: Any = jnp.float32
+  unroll: int = 1
+
+  def initial_carry(self, batch_size: int) -> Carry:
+    zeros = jnp.zeros((batch_size, self.hidden_size), jnp.float32)
+    return tuple((zeros, zeros) for _ in range(self.num_layers))
+
+  @nn.compact
+  def __call__(self, tokens_BxT, carry: Carry | None = None, dropout_keys_B=None):
+    """Logits [B, T, V] (fp32) and the carry after the last token.
+
+    Dropout is applied only when `dropout_keys_B` (one PRNG key per example) is given.
+    """
+    if carry is None:
+      carry = self.initial_carry(tokens_BxT.shape[0])
+    x = nn.Embed(self.vocab_size, self.embed_size, name='embed')(tokens_BxT.T)  # Row gather.
+    new_carry = []
+    for layer in range(self.num_layers):
+      layer_carry, x = LSTMLayer(self.hidden_size, self.forget_bias, self.dtype, self.unroll,
+                                 name=f'lstm_{layer}')(carry[layer], x)
+      new_carry.append(layer_carry)
+      if dropout_keys_B is not None and self.dropout > 0:
+        x = _dropout(x, dropout_keys_B, self.dropout, layer)
+    logits_TxBxV = nn.Dense(self.vocab_size, dtype=self.dtype, name='logits')(x)
+    return logits_TxBxV.astype(jnp.float32).transpose(1, 0, 2), tuple(new_carry)
+
+
+def from_config(config, vocab_size: int) -> CharLSTM:
+  m = config.model
+  return CharLSTM(vocab_size=vocab_size, embed_size=m.embed_size, hidden_size=m.hidden_size,
+                  num_layers=m.num_layers, dropout=m.dropout, forget_bias=m.forget_bias,
+                  dtype=jnp.dtype(config.dtype), unroll=config.scan_unroll)
+
+
+def to_flax_cell_params(layer_params) -> dict:
+  """Maps one LSTMLayer's fused params onto flax.linen.LSTMCell's (ii, if, ..., hi, hf, ...)."""
+  split = lambda w: jnp.split(w, 4, axis=-1)
+  cell = {}
+  for name, wi, wh, b in zip('ifgo', split(layer_params['wi']), split(layer_params['wh']),
+                             split(layer_params['b'])):
+    cell[f'i{name}'] = {'kernel': wi}
+    cell[f'h{name}'] = {'kernel': wh, 'bias': b}
+  return cell

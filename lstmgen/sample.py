@@ -1,0 +1,86 @@
+"""The jitted sampling loop: prime the LSTM state with the prompt once, then one step per character.
+
+`sample_loop` knows nothing of the model: it takes a step function (carry, token) -> (carry,
+logits), so tests can drive it with logits whose answer is known.
+"""
+
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+
+def filter_logits(logits_BxV, top_k: int = 0, top_p=1.0):
+  """Keeps the `top_k` most likely tokens (0: all) and the smallest set with mass >= `top_p`."""
+  if top_k > 0:
+    kth_B = jax.lax.top_k(logits_BxV, top_k)[0][:, -1:]
+    logits_BxV = jnp.where(logits_BxV < kth_B, -jnp.inf, logits_BxV)
+  sorted_BxV = jnp.sort(logits_BxV, axis=-1)[:, ::-1]
+  probs_BxV = jax.nn.softmax(sorted_BxV, axis=-1)
+  # Mass strictly before each token; a token is kept while that is below top_p (the first always is).
+  before_BxV = jnp.cumsum(probs_BxV, axis=-1) - probs_BxV
+  cutoff_B = jnp.min(jnp.where(before_BxV < top_p, sorted_BxV, jnp.inf), axis=-1, keepdims=True)
+  return jnp.where(logits_BxV < cutoff_B, -jnp.inf, logits_BxV)
+
+
+def draw(key, logits_BxV, temperature, top_k: int = 0, top_p=1.0):
+  """One token per row: argmax at temperature 0, else a draw from softmax(logits / temperature)."""
+  greedy_B = jnp.argmax(logits_BxV, axis=-1)
+  logits_BxV = filter_logits(logits_BxV, top_k, top_p)
+  drawn_B = jax.random.categorical(key, logits_BxV / jnp.maximum(temperature, 1e-6), axis=-1)
+  return jnp.where(temperature > 0, drawn_B, greedy_B).astype(jnp.int32)
+
+
+def sample_loop(step_fn: Callable, carry, logits_BxV, key, length: int, temperature,
+                top_k: int = 0, top_p=1.0, offset=0):
+  """Draws `length` tokens, feeding each back through `step_fn`; returns ids [B, length].
+
+  The key of the token at position p (counted from `offset`) is fold_in(key, p), so sampling in
+  chunks (for streaming) draws exactly the text one call would.
+  """
+
+  def body(state, key_t):
+    carry, logits_BxV = state
+    token_B = draw(key_t, logits_BxV, temperature, top_k, top_p)
+    carry, logits_BxV = step_fn(carry, token_B)
+    return (carry, logits_BxV), token_B
+
+  (carry, logits_BxV), tokens_LxB = jax.lax.scan(
+      body, (carry, logits_BxV), jax.vmap(lambda p: jax.random.fold_in(key, p))(
+          offset + jnp.arange(length)))
+  return tokens_LxB.T, (carry, logits_BxV)
+
+
+def model_step_fn(model, params):
+  """The model as a sampling step: one token per row in, next-token logits out."""
+
+  def step_fn(carry, token_B):
+    logits_Bx1xV, carry = model.apply({'params': params}, token_B[:, None], carry)
+    return carry, logits_Bx1xV[:, 0]
+
+  return step_fn
+
+
+def prime(model, params, prompt_BxP):
+  """Runs the prompt through the model in one pass: (carry, logits for the next token)."""
+  logits_BxPxV, carry = model.apply({'params': params}, prompt_BxP)
+  return carry, logits_BxPxV[:, -1]
+
+
+@functools.partial(jax.jit, static_argnames=('model', 'length', 'top_k'))
+def generate(model, params, prompt_BxP, key, length: int, temperature, top_k: int = 0, top_p=1.0):
+  """Continuations [B, length] of each prompt row."""
+  carry, logits_BxV = prime(model, params, prompt_BxP)
+  tokens_BxL, _ = sample_loop(model_step_fn(model, params), carry, logits_BxV, key, length,
+                              temperature, top_k, top_p)
+  return tokens_BxL
+
+
+@functools.partial(jax.jit, static_argnames=('model', 'length', 'top_k'))
+def continue_sampling(model, params, state, key, length: int, temperature, top_k: int = 0,
+                      top_p=1.0, offset=0):
+  """Like `generate` but from a (carry, logits) state: for streaming output chunk by chunk."""
+  carry, logits_BxV = state
+  return sample_loop(model_step_fn(model, params), carry, logits_BxV, key, length, temperature,
+                     top_k, top_p, offset)

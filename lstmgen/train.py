@@ -1,0 +1,351 @@
+"""Train state, pure train and eval steps, and the training loop (the only place with side effects)."""
+
+import os
+import signal
+import time
+from typing import Any
+
+import flax
+import flax.jax_utils
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import logging
+
+from lstmgen import checkpoint, corpus, data, sample
+from lstmgen import model as model_lib
+from lstmgen.errors import UserError
+from lstmgen.writer import MetricWriter
+
+# fold_in tags under the root key: one independent stream per use.
+INIT, DROPOUT, SAMPLE = 0, 1, 2
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+# ----------------------------------------------------------------------------- config and data
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Refuses values no run can use, naming the field and the fix."""
+  positive = {'batch_size': config.batch_size, 'seq_len': config.seq_len,
+              'num_steps': config.num_steps, 'learning_rate': config.learning_rate,
+              'grad_clip_norm': config.grad_clip_norm, 'log_every': config.log_every,
+              'eval_every': config.eval_every, 'checkpoint_every': config.checkpoint_every,
+              'sample_every': config.sample_every, 'sample_length': config.sample_length,
+              'eval_batch_size': config.eval_batch_size, 'keep_checkpoints': config.keep_checkpoints,
+              'model.hidden_size': config.model.hidden_size, 'model.embed_size': config.model.embed_size,
+              'model.num_layers': config.model.num_layers, 'scan_unroll': config.scan_unroll}
+  for name, value in positive.items():
+    if not value > 0:
+      raise UserError(f'config.{name} must be > 0, got {value}; set --config.{name}=...')
+  if not 0 <= config.model.dropout < 1:
+    raise UserError(f'config.model.dropout must be in [0, 1), got {config.model.dropout}')
+  if not 0 <= config.data.val_fraction < 1:
+    raise UserError(f'config.data.val_fraction must be in [0, 1), got {config.data.val_fraction}')
+  if config.dtype not in ('float32', 'bfloat16'):
+    raise UserError(f"config.dtype must be 'float32' or 'bfloat16', got {config.dtype!r}")
+  if any(not t >= 0 for t in config.sample_temperatures):
+    raise UserError(f'config.sample_temperatures must be >= 0, got {config.sample_temperatures}')
+  devices = jax.device_count()
+  if config.batch_size % devices:
+    raise UserError(f'config.batch_size={config.batch_size} does not divide evenly over {devices} '
+                    f'devices; use a multiple of {devices}')
+
+
+def corpus_path(config: ml_collections.ConfigDict) -> str:
+  return config.data.path or corpus.resolve(config.data.corpus)
+
+
+def load_vocab_and_text(config, workdir: str) -> tuple[data.Vocab, np.ndarray]:
+  """The run's vocabulary (the workdir's, a given one, or the corpus's) and the corpus's ids."""
+  text = data.read_text(corpus_path(config), config.data.strip_gutenberg, config.data.decode_errors)
+  if not text:
+    raise UserError(f'the corpus {corpus_path(config)} is empty after cleaning; use a real text')
+  saved = checkpoint.vocab_path(workdir)
+  if os.path.exists(saved):
+    vocab = data.Vocab.load(saved)
+  elif config.data.vocab_path:
+    vocab = data.Vocab.load(config.data.vocab_path)
+  else:
+    vocab = data.Vocab.from_text(text)
+  unknown = vocab.unknown(text)
+  if unknown:
+    raise UserError(f'the corpus has characters outside the vocabulary {saved if os.path.exists(saved) else config.data.vocab_path}: '
+                    f'{"".join(unknown)!r}; use a vocabulary built from this corpus')
+  return vocab, vocab.encode(text)
+
+
+# ----------------------------------------------------------------------------- train state
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+  return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm),
+                     optax.adam(config.learning_rate))
+
+
+def init_state(model, tx, key, seq_len: int) -> TrainState:
+  params = model.init(key, jnp.zeros((1, seq_len), jnp.int32))['params']
+  return TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=tx.init(params))
+
+
+# ----------------------------------------------------------------------------- update and eval steps
+
+
+def cross_entropy(logits_BxTxV, targets_BxT):
+  return optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, targets_BxT)
+
+
+def train_step(state: TrainState, windows_BxT1, example_ids_B, *, model, tx, dropout_key):
+  """One update on this device's rows; gradients and metrics averaged over all devices."""
+  step_key = jax.random.fold_in(dropout_key, state.step)
+  # Keyed by the example's index in the global batch: the same masks on 1 device, N, or N hosts.
+  keys_B = jax.vmap(lambda i: jax.random.fold_in(step_key, i))(example_ids_B)
+
+  def loss_fn(params):
+    logits, _ = model.apply({'params': params}, windows_BxT1[:, :-1], dropout_keys_B=keys_B)
+    return cross_entropy(logits, windows_BxT1[:, 1:]).mean()
+
+  loss, grads = jax.value_and_grad(loss_fn)(state.params)
+  grads = jax.lax.pmean(grads, 'batch')
+  loss = jax.lax.pmean(loss, 'batch')
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = {'train_loss': loss, 'grad_norm': optax.global_norm(grads)}
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def eval_stream_loss(model, params, inputs_NxRxS, targets_NxRxS, weights_NxRxS):
+  """Summed NLL (nats) and target count over contiguous streams, carrying state across chunks."""
+
+  def chunk(carry, xs):
+    inputs, targets, weights = xs
+    logits, carry = model.apply({'params': params}, inputs, carry)
+    return carry, (jnp.sum(cross_entropy(logits, targets) * weights), jnp.sum(weights))
+
+  carry = model.initial_carry(inputs_NxRxS.shape[1])
+  _, (nll_N, count_N) = jax.lax.scan(chunk, carry, (inputs_NxRxS, targets_NxRxS, weights_NxRxS))
+  return jnp.sum(nll_N), jnp.sum(count_N)
+
+
+eval_stream_loss_jit = jax.jit(eval_stream_loss, static_argnums=0)
+
+
+def evaluate(model, params, ids: np.ndarray, num_rows: int, seq_len: int) -> dict:
+  """Loss in nats and bits per character over every character of `ids` but the first."""
+  nll, count = eval_stream_loss_jit(model, params, *data.eval_streams(ids, num_rows, seq_len))
+  loss = float(nll) / float(count)
+  return {'val_loss': loss, 'val_bpc': loss / np.log(2)}
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+class _Preempted:
+  """Remembers a SIGTERM so the loop can finish its step, save, and exit cleanly."""
+
+  def __init__(self):
+    self.flag = False
+    try:
+      signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # Not the main thread (e.g. called from a test runner thread).
+      pass
+
+  def _handle(self, signum, frame):
+    logging.warning('SIGTERM: finishing this step, saving a checkpoint, then exiting')
+    self.flag = True
+
+
+def _make_workdir(workdir: str) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f'.write_test{os.getpid()}')
+    open(probe, 'w').close()
+    os.remove(probe)
+  except OSError as e:
+    raise UserError(f'cannot write to workdir {workdir} ({e.strerror}); pick a writable --workdir')
+
+
+def _check_resumable(config, workdir: str) -> None:
+  if not os.path.exists(checkpoint.config_path(workdir)):
+    return
+  differ = checkpoint.differing_fields(checkpoint.load_config(workdir), config)
+  if differ:
+    raise UserError(f'{workdir} holds a run with a different model or data config '
+                    f'({"; ".join(differ)}); use a new --workdir or the same settings')
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+  """Trains (or resumes) the run in `workdir` to config.num_steps; returns the final state."""
+  validate(config)
+  _make_workdir(workdir)
+  _check_resumable(config, workdir)
+  is_chief = jax.process_index() == 0
+
+  # Input pipeline: the whole corpus as ids; batches gathered per step.
+  vocab, ids = load_vocab_and_text(config, workdir)
+  train_ids, val_ids = data.split(ids, config.data.val_fraction)
+  data.check_trainable(len(train_ids), config.seq_len, len(vocab))
+  if is_chief:
+    vocab.save(checkpoint.vocab_path(workdir))
+    checkpoint.save_config(workdir, config)
+  logging.info('corpus: %d characters (%d train, %d validation), vocabulary of %d',
+               len(ids), len(train_ids), len(val_ids), len(vocab))
+
+  # Model, optimizer, state: restored from the latest checkpoint when there is one.
+  model = model_lib.from_config(config, len(vocab))
+  tx = make_optimizer(config)
+  root_key = jax.random.key(config.seed)
+  state = init_state(model, tx, jax.random.fold_in(root_key, INIT), config.seq_len)
+  mngr = checkpoint.manager(workdir, config.keep_checkpoints)
+  if mngr.latest_step() is not None:
+    state = checkpoint.restore(mngr, state)
+    logging.info('resumed from step %d', int(state.step))
+  start = int(state.step)
+  writer = MetricWriter(workdir, enabled=is_chief)
+  writer.truncate_after(start)
+
+  # Update step over every local device; each process builds its own rows of the global batch.
+  devices = jax.local_devices()
+  local_batch = config.batch_size // jax.process_count()
+  rows = slice(jax.process_index() * local_batch, (jax.process_index() + 1) * local_batch)
+  example_ids = np.arange(rows.start, rows.stop, dtype=np.int32).reshape(len(devices), -1)
+  p_train_step = jax.pmap(
+      lambda s, w, i: train_step(s, w, i, model=model, tx=tx,
+                                 dropout_key=jax.random.fold_in(root_key, DROPOUT)),
+      axis_name='batch', donate_argnums=(0,))
+  state = flax.jax_utils.replicate(state, devices)
+
+  def host_state():
+    return jax.device_get(jax.tree.map(lambda x: x[0], state))
+
+  def save(step):
+    mngr.save(step, args=ocp.args.StandardSave(host_state()), force=True)
+
+  chars_per_step = config.batch_size * config.seq_len
+  pending, last_log = [], None  # Metrics since the last log; (time, step) of the last log.
+  preempted = _Preempted()
+
+  def flush(step):
+    """Reads the pending metrics (blocking once), stops on NaN, logs the interval's means."""
+    nonlocal pending, last_log
+    if not pending:
+      return
+    stacked = jax.device_get(pending)
+    losses = np.array([m['train_loss'][0] for m in stacked])
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if bad.size:
+      raise FloatingPointError(
+          f'loss became {losses[bad[0]]} at step {step - len(losses) + bad[0] + 1}; the last good '
+          f'checkpoint is kept in {workdir}; lower --config.learning_rate or check the data')
+    now = time.time()
+    event = {'step': step, 'wall_time': now, 'train_loss': float(losses.mean()),
+             'grad_norm': float(np.mean([m['grad_norm'][0] for m in stacked]))}
+    if last_log is not None and step > last_log[1]:
+      steps_per_sec = (step - last_log[1]) / (now - last_log[0])
+      event.update(steps_per_sec=steps_per_sec, chars_per_sec=steps_per_sec * chars_per_step)
+      eta = (config.num_steps - step) / steps_per_sec
+      logging.info('step %d/%d  loss %.4f  %.0f chars/s  %.2f steps/s  ETA %dm%02ds', step,
+                   config.num_steps, event['train_loss'], event['chars_per_sec'], steps_per_sec,
+                   eta // 60, eta % 60)
+    else:
+      logging.info('step %d/%d  loss %.4f  (compiling step excluded from speed)', step,
+                   config.num_steps, event['train_loss'])
+    writer.write(event)
+    pending, last_log = [], (now, step)
+
+  def paused(fn, *args):
+    """Runs fn outside the timed interval, so chars/s measures training alone."""
+    nonlocal last_log
+    t = time.time()
+    out = fn(*args)
+    if last_log is not None:
+      last_log = (last_log[0] + time.time() - t, last_log[1])
+    return out
+
+  def eval_and_sample(step, do_eval, do_sample):
+    params = jax.tree.map(lambda x: x[0], state.params)
+    if do_eval and len(val_ids) > 1:
+      event = {'step': step, 'wall_time': time.time(),
+               **evaluate(model, params, val_ids, config.eval_batch_size, config.seq_len)}
+      logging.info('step %d  validation loss %.4f nats/char  %.4f bits/char', step,
+                   event['val_loss'], event['val_bpc'])
+      writer.write(event)
+    if do_sample and is_chief:
+      write_samples(config, model, params, vocab, val_ids if len(val_ids) > 1 else train_ids,
+                    step, root_key, writer, workdir)
+
+  # Train loop.
+  logging.info('training steps %d..%d on %d devices (%d processes), %d chars per step', start,
+               config.num_steps, jax.device_count(), jax.process_count(), chars_per_step)
+  for step in range(start, config.num_steps):
+    windows = data.train_batch(train_ids, config.seq_len, config.seed, step, config.batch_size, rows)
+    state, metrics = p_train_step(state, windows.reshape(len(devices), -1, windows.shape[-1]),
+                                  example_ids)
+    pending.append(metrics)
+    done = step + 1
+    if done == start + 1:  # The first step compiles: time from its end.
+      flush(done)
+    is_last = done == config.num_steps or preempted.flag
+    if done % config.log_every == 0 or is_last:
+      flush(done)
+    do_eval, do_sample = done % config.eval_every == 0 or is_last, done % config.sample_every == 0 or is_last
+    if do_eval or do_sample:
+      paused(eval_and_sample, done, do_eval, do_sample)
+    if done % config.checkpoint_every == 0 or is_last:
+      flush(done)
+      paused(save, done)
+    if preempted.flag:
+      logging.warning('saved step %d after SIGTERM; relaunch the same command to continue', done)
+      break
+  mngr.wait_until_finished()
+  mngr.close()
+  writer.close()
+  return jax.tree.map(lambda x: x[0], state)
+
+
+def write_samples(config, model, params, vocab, source_ids, step, root_key, writer, workdir):
+  """Samples at each temperature, primed with a random window of `source_ids` (as the tutorial)."""
+  key = jax.random.fold_in(jax.random.fold_in(root_key, SAMPLE), step)
+  length = min(config.sample_prompt_length, len(source_ids) - 1)
+  start = np.random.default_rng([config.seed, step, SAMPLE]).integers(0, len(source_ids) - length)
+  prompt = source_ids[start:start + length].astype(np.int32)[None]
+  lines = []
+  for t, temperature in enumerate(config.sample_temperatures):
+    out = sample.generate(model, params, prompt, jax.random.fold_in(key, t), config.sample_length,
+                          temperature)
+    text = vocab.decode(prompt[0]) + vocab.decode(out[0])
+    logging.info('sample at step %d, temperature %.2f:\n%s', step, temperature, text)
+    writer.text(f'sample/temperature_{temperature}', text, step)
+    lines.append(f'--- step {step}, temperature {temperature}\n{text}\n')
+  with open(os.path.join(workdir, 'samples.txt'), 'a', encoding='utf-8') as f:
+    f.writelines(lines)
+
+
+# ----------------------------------------------------------------------------- inference restore
+
+
+def load_run(workdir: str, step: int | None = None):
+  """(config, vocab, model, params) of a trained workdir, on this machine's default device."""
+  config = checkpoint.load_config(workdir)
+  vocab = data.Vocab.load(checkpoint.vocab_path(workdir))
+  model = model_lib.from_config(config, len(vocab))
+  mngr = checkpoint.manager(workdir, read_only=True)
+  if mngr.latest_step() is None:
+    raise UserError(f'{workdir} has no checkpoint yet; train it first (python -m lstmgen.main '
+                    f'--config=... --workdir={workdir}) or pick another --workdir')
+  if step is not None and step not in mngr.all_steps():
+    raise UserError(f'{workdir} has no checkpoint at step {step}; it has {list(mngr.all_steps())}')
+  target = jax.eval_shape(lambda: init_state(model, make_optimizer(config), jax.random.key(0),
+                                             config.seq_len))
+  state = checkpoint.restore(mngr, target, step)
+  mngr.close()
+  return config, vocab, model, state.params
