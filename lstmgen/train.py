@@ -119,7 +119,7 @@ def train_step(state: TrainState, windows_BxT1, example_ids_B, *, model, tx, dro
   loss = jax.lax.pmean(loss, 'batch')
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  metrics = {'train_loss': loss, 'grad_norm': optax.global_norm(grads)}
+  metrics = {'train_loss': loss, 'grad_norm': optax.tree.norm(grads)}
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 

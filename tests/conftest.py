@@ -1,0 +1,52 @@
+"""Shared fixtures: a small corpus written in the test, and a tiny run trained once per session."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_WORDS = ('once upon a time there was a king who had a daughter and the wolf came to the '
+          'little house in the wood where the old woman lived with her golden bird').split()
+
+
+def make_text(num_words: int = 3000, seed: int = 0) -> str:
+  """A fairy-tale-ish text with a small vocabulary: enough structure for a tiny model to learn."""
+  rng = np.random.default_rng(seed)
+  sentences, words = [], rng.choice(_WORDS, size=num_words)
+  for i in range(0, num_words, 12):
+    sentences.append(' '.join(words[i:i + 12]).capitalize() + '.')
+  return '\n'.join(sentences) + '\n'
+
+
+@pytest.fixture(scope='session')
+def corpus_file(tmp_path_factory) -> str:
+  path = tmp_path_factory.mktemp('corpus') / 'tale.txt'
+  path.write_text(make_text(), encoding='utf-8')
+  return str(path)
+
+
+def run_module(module: str, *args: str, env: dict | None = None, timeout: float = 300,
+               check: bool = True) -> subprocess.CompletedProcess:
+  """Runs `python -m module args` from the repository root, as a user would."""
+  full_env = {**os.environ, **(env or {})}
+  proc = subprocess.run([sys.executable, '-m', module, *args], cwd=ROOT, env=full_env,
+                        capture_output=True, text=True, timeout=timeout)
+  if check and proc.returncode != 0:
+    raise AssertionError(f'{module} {args} exited {proc.returncode}:\n{proc.stderr[-3000:]}')
+  return proc
+
+
+def train_cli(workdir, corpus, *overrides, env=None, check=True):
+  return run_module('lstmgen.main', '--config=configs/tiny.py', f'--workdir={workdir}',
+                    f'--config.data.path={corpus}', *overrides, env=env, check=check)
+
+
+@pytest.fixture(scope='session')
+def trained_workdir(tmp_path_factory, corpus_file) -> str:
+  workdir = str(tmp_path_factory.mktemp('run'))
+  train_cli(workdir, corpus_file, '--config.num_steps=60')
+  return workdir

@@ -1,0 +1,65 @@
+"""generate and evaluate as a user runs them, on a tiny trained workdir."""
+
+from tests.conftest import run_module
+
+
+def generate(workdir, *args, check=True):
+  return run_module('lstmgen.generate', f'--workdir={workdir}', *args, check=check)
+
+
+def test_generate_prints_the_prompt_and_its_continuation(trained_workdir):
+  out = generate(trained_workdir, '--prompt=Once upon', '--length=50', '--seed=1').stdout
+  assert out.startswith('Once upon') and len(out) == len('Once upon') + 50 + 1
+  assert out == generate(trained_workdir, '--prompt=Once upon', '--length=50', '--seed=1').stdout
+  assert out != generate(trained_workdir, '--prompt=Once upon', '--length=50', '--seed=2').stdout
+
+
+def test_generate_batches_samples_separated_by_a_blank_line(trained_workdir):
+  out = generate(trained_workdir, '--prompt=The king', '--length=30', '--num_samples=3',
+                 '--temperature=1.0').stdout
+  samples = out[:-1].split('\n\n')
+  assert len(samples) == 3 and all(s.startswith('The king') for s in samples)
+  assert len(set(samples)) == 3
+
+
+def test_generate_from_a_prompt_file_greedy_and_stop(trained_workdir, tmp_path):
+  (tmp_path / 'prompt.txt').write_text('Once upon a time', encoding='utf-8')
+  greedy = generate(trained_workdir, f'--prompt_file={tmp_path / "prompt.txt"}', '--length=80',
+                    '--temperature=0').stdout
+  assert greedy == generate(trained_workdir, '--prompt=Once upon a time', '--length=80',
+                            '--temperature=0', '--seed=9').stdout
+  continuation = greedy[len('Once upon a time'):-1]
+  stop = continuation[5:7]
+  stopped = generate(trained_workdir, '--prompt=Once upon a time', '--length=80',
+                     '--temperature=0', f'--stop={stop}').stdout
+  end = continuation.index(stop) + len(stop)
+  assert stopped == 'Once upon a time' + continuation[:end] + '\n' and end < 80
+
+
+def test_generate_refuses_unknown_prompt_characters_or_skips_them(trained_workdir):
+  proc = generate(trained_workdir, '--prompt=Once ZQ€', check=False)
+  assert proc.returncode == 2 and proc.stdout == ''
+  assert proc.stderr.strip().splitlines()[-1].startswith(
+      "lstmgen: error: the prompt has characters not in the model's vocabulary: 'QZ€'")
+  out = generate(trained_workdir, '--prompt=Once ZQ€', '--unknown=skip', '--length=5').stdout
+  assert out.startswith('Once ')
+
+
+def test_generate_bad_flags_and_missing_runs_are_one_line_errors(trained_workdir, tmp_path):
+  for args, message in [(('--temperature=-1',), '--temperature must be >= 0'),
+                        (('--temperature=nan',), '--temperature must be >= 0'),
+                        (('--length=0',), '--length must be > 0')]:
+    proc = generate(trained_workdir, *args, check=False)
+    assert proc.returncode == 2 and message in proc.stderr and 'Traceback' not in proc.stderr
+  proc = generate(tmp_path, check=False)
+  assert proc.returncode == 2 and 'no config.json' in proc.stderr and 'Traceback' not in proc.stderr
+
+
+def test_evaluate_reports_bits_per_char_and_unknown_characters(trained_workdir, tmp_path):
+  (tmp_path / 'other.txt').write_text('Once upon a time the wolf came. Zebra!\n', encoding='utf-8')
+  out = run_module('lstmgen.evaluate', f'--workdir={trained_workdir}',
+                   f'--text={tmp_path / "other.txt"}').stdout
+  lines = out.strip().splitlines()
+  assert lines[0].startswith('2 characters (2 distinct') and "'!Z'" in lines[0]
+  nats, bits = float(lines[1].split()[1]), float(lines[1].split()[3])
+  assert abs(bits - nats / 0.6931471805599453) < 1e-3 and 0 < bits < 5

@@ -1,0 +1,95 @@
+"""Text cleaning, vocabulary, splits and the deterministic batches."""
+
+import numpy as np
+import pytest
+
+from lstmgen import data
+from lstmgen.errors import UserError
+
+GUTENBERG = ('\ufeffThe Project Gutenberg EBook of Tales\r\nLicence blurb\r\n'
+             '*** START OF THIS PROJECT GUTENBERG EBOOK TALES ***\r\n\r\nOnce upon a time.\r\n'
+             'The end.\r\n*** END OF THIS PROJECT GUTENBERG EBOOK TALES ***\r\nMore licence.\r\n')
+
+
+def test_clean_text_strips_bom_crlf_and_gutenberg_wrapper():
+  assert data.clean_text(GUTENBERG) == 'Once upon a time.\nThe end.\n'
+  kept = data.clean_text(GUTENBERG, strip_gutenberg=False)
+  assert kept.startswith('The Project') and '\r' not in kept and 'More licence' in kept
+
+
+def test_clean_text_leaves_files_without_markers_alone():
+  assert data.clean_text('First Citizen:\nBefore we proceed.\n') == 'First Citizen:\nBefore we proceed.\n'
+
+
+def test_read_text_errors_name_the_problem(tmp_path):
+  with pytest.raises(UserError, match='does not exist'):
+    data.read_text(str(tmp_path / 'missing.txt'))
+  with pytest.raises(UserError, match='is a directory'):
+    data.read_text(str(tmp_path))
+  bad = tmp_path / 'bad.txt'
+  bad.write_bytes(b'fine line\nbroken \xff here\n')
+  with pytest.raises(UserError, match=r'not valid UTF-8 \(byte 17, line 2.*decode_errors=replace'):
+    data.read_text(str(bad))
+  assert data.read_text(str(bad), decode_errors='replace') == 'fine line\nbroken \ufffd here\n'
+
+
+def test_vocab_is_sorted_and_round_trips_unicode(tmp_path):
+  text = 'Märchen: Éva och Åsa — 白雪姫 🐺\n'
+  vocab = data.Vocab.from_text(text)
+  assert vocab.chars == sorted(set(text))
+  ids = vocab.encode(text)
+  assert ids.dtype == np.uint16 and vocab.decode(ids) == text
+  vocab.save(str(tmp_path / 'vocab.json'))
+  assert data.Vocab.load(str(tmp_path / 'vocab.json')) == vocab
+  assert vocab.unknown('Märchen!?') == ['!', '?']
+  with pytest.raises(ValueError, match='outside the vocabulary'):
+    vocab.encode('Z')
+
+
+def test_split_is_by_position():
+  ids = np.arange(100)
+  train, val = data.split(ids, 0.1)
+  np.testing.assert_array_equal(train, np.arange(90))
+  np.testing.assert_array_equal(val, np.arange(90, 100))
+
+
+def test_batches_are_a_pure_function_of_seed_and_step():
+  ids = np.arange(1000, dtype=np.uint16)
+  a = data.train_batch(ids, 10, seed=3, step=7, batch_size=8)
+  b = data.train_batch(ids, 10, seed=3, step=7, batch_size=8)
+  np.testing.assert_array_equal(a, b)
+  assert a.shape == (8, 11) and a.dtype == np.int32
+  np.testing.assert_array_equal(np.diff(a, axis=1), 1)  # Windows are contiguous text.
+  assert not np.array_equal(a, data.train_batch(ids, 10, seed=3, step=8, batch_size=8))
+  assert not np.array_equal(a, data.train_batch(ids, 10, seed=4, step=7, batch_size=8))
+
+
+def test_process_shares_of_a_batch_union_to_the_global_batch():
+  ids = np.arange(500, dtype=np.uint16)
+  whole = data.train_batch(ids, 5, seed=0, step=2, batch_size=8)
+  parts = [data.train_batch(ids, 5, seed=0, step=2, batch_size=8, rows=slice(i, i + 2))
+           for i in range(0, 8, 2)]
+  np.testing.assert_array_equal(np.concatenate(parts), whole)
+
+
+def test_batches_reach_the_last_character():
+  ids = np.arange(12, dtype=np.uint16)
+  starts = np.concatenate([data.window_starts(12, 5, 0, s, 16) for s in range(50)])
+  assert starts.min() == 0 and starts.max() == 12 - 5 - 1
+
+
+def test_eval_streams_score_every_character_but_the_first_once():
+  ids = np.arange(1, 1000, dtype=np.uint16)
+  inputs, targets, weights = data.eval_streams(ids, num_rows=8, seq_len=7)
+  assert inputs.shape == targets.shape == weights.shape
+  assert weights.sum() == len(ids) - 1
+  np.testing.assert_array_equal(np.sort(targets[weights > 0]), ids[1:])
+  # Each target follows its input in the text.
+  np.testing.assert_array_equal(targets[weights > 0], inputs[weights > 0] + 1)
+
+
+def test_untrainable_corpora_are_refused():
+  with pytest.raises(UserError, match='single distinct character'):
+    data.check_trainable(1000, 10, 1)
+  with pytest.raises(UserError, match='fewer than seq_len'):
+    data.check_trainable(5, 10, 30)

@@ -1,0 +1,126 @@
+"""The real train_and_evaluate on a tiny config: learning, resuming, and 1 vs N devices."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from configs import tiny
+from lstmgen import checkpoint, data, train, writer
+from lstmgen import model as model_lib
+from lstmgen.errors import UserError
+from tests.conftest import train_cli
+
+
+def tiny_config(corpus_file, **overrides):
+  config = tiny.get_config()
+  config.data.path = corpus_file
+  for name, value in overrides.items():
+    target = config
+    *parents, leaf = name.split('__')
+    for p in parents:
+      target = target[p]
+    target[leaf] = value
+  return config
+
+
+def params_of(workdir):
+  return train.load_run(workdir)[3]
+
+
+def assert_trees_equal(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_training_lowers_the_loss_and_writes_the_run(tmp_path, corpus_file):
+  config = tiny_config(corpus_file, num_steps=60)
+  state = train.train_and_evaluate(config, str(tmp_path))
+  assert int(state.step) == 60
+  events = writer.read(str(tmp_path))
+  losses = [e['train_loss'] for e in events if 'train_loss' in e]
+  vals = [e['val_bpc'] for e in events if 'val_bpc' in e]
+  assert losses[-1] < losses[0] - 0.5 and vals[-1] < vals[0]
+  assert all('chars_per_sec' in e and e['chars_per_sec'] > 0 for e in events[1:] if 'train_loss' in e)
+  vocab = data.Vocab.load(str(tmp_path / 'vocab.json'))
+  init = train.init_state(model_lib.from_config(config, len(vocab)), train.make_optimizer(config),
+                          jax.random.fold_in(jax.random.key(config.seed), train.INIT), config.seq_len)
+  for before, after in zip(jax.tree.leaves(init.params), jax.tree.leaves(state.params)):
+    assert before.shape == after.shape and not np.allclose(before, after)
+  for name in ('config.json', 'vocab.json', 'samples.txt', 'metrics.jsonl'):
+    assert os.path.exists(tmp_path / name)
+  assert os.listdir(tmp_path / 'tensorboard')
+  saved = json.load(open(tmp_path / 'config.json'))
+  assert saved['model']['hidden_size'] == 32 and saved['data']['path'] == corpus_file
+  assert 'temperature 0.1' in open(tmp_path / 'samples.txt').read()
+
+
+def test_a_second_launch_resumes_and_ends_where_one_run_would(tmp_path, corpus_file):
+  full = train.train_and_evaluate(tiny_config(corpus_file, num_steps=40), str(tmp_path / 'full'))
+  train.train_and_evaluate(tiny_config(corpus_file, num_steps=20), str(tmp_path / 'split'))
+  resumed = train.train_and_evaluate(tiny_config(corpus_file, num_steps=40), str(tmp_path / 'split'))
+  assert int(resumed.step) == 40
+  assert_trees_equal(full.params, resumed.params)
+  assert_trees_equal(full.opt_state, resumed.opt_state)
+  strip = lambda events: [{k: v for k, v in e.items() if k not in ('wall_time', 'chars_per_sec',
+                                                                     'steps_per_sec')} for e in events]
+  full_events, split_events = strip(writer.read(str(tmp_path / 'full'))), strip(
+      writer.read(str(tmp_path / 'split')))
+  assert [e['step'] for e in split_events if 'val_bpc' in e] == [20, 40]
+  assert [e for e in split_events if 'val_bpc' in e] == [e for e in full_events if 'val_bpc' in e]
+
+
+def test_checkpoints_are_bounded(tmp_path, corpus_file):
+  train.train_and_evaluate(tiny_config(corpus_file, num_steps=50, checkpoint_every=10,
+                                       keep_checkpoints=2), str(tmp_path))
+  assert sorted(int(s) for s in os.listdir(tmp_path / 'checkpoints')) == [40, 50]
+
+
+def test_resuming_with_a_different_model_is_refused(tmp_path, corpus_file):
+  train.train_and_evaluate(tiny_config(corpus_file, num_steps=10), str(tmp_path))
+  with pytest.raises(UserError, match=r'different model or data config \(model.hidden_size: 32 -> 64'):
+    train.train_and_evaluate(tiny_config(corpus_file, num_steps=20, model__hidden_size=64),
+                             str(tmp_path))
+  assert checkpoint.manager(str(tmp_path)).latest_step() == 10
+
+
+def test_bfloat16_compute_trains_close_to_float32(tmp_path, corpus_file):
+  runs = {}
+  for dtype in ('float32', 'bfloat16'):
+    train.train_and_evaluate(tiny_config(corpus_file, num_steps=40, dtype=dtype),
+                             str(tmp_path / dtype))
+    runs[dtype] = [e['val_loss'] for e in writer.read(str(tmp_path / dtype)) if 'val_loss' in e][-1]
+  assert abs(runs['bfloat16'] - runs['float32']) < 0.02 * runs['float32']
+
+
+def _device_env(n):
+  return {'XLA_FLAGS': f'--xla_force_host_platform_device_count={n}', 'JAX_PLATFORMS': 'cpu'}
+
+
+def _losses(workdir):
+  return [(e['step'], e.get('train_loss'), e.get('val_loss')) for e in writer.read(workdir)]
+
+
+def test_four_devices_match_one_device_with_dropout(tmp_path, corpus_file):
+  args = ('--config.num_steps=20', '--config.log_every=1', '--config.model.dropout=0.3')
+  train_cli(tmp_path / 'one', corpus_file, *args, env=_device_env(1))
+  train_cli(tmp_path / 'four', corpus_file, *args, env=_device_env(4))
+  one, four = _losses(str(tmp_path / 'one')), _losses(str(tmp_path / 'four'))
+  assert len(one) == len(four) > 20
+  for (s1, t1, v1), (s4, t4, v4) in zip(one, four):
+    assert s1 == s4
+    np.testing.assert_allclose([x for x in (t1, v1) if x is not None],
+                               [x for x in (t4, v4) if x is not None], rtol=1e-5)
+  # A checkpoint written on 4 devices resumes on 1.
+  train_cli(tmp_path / 'four', corpus_file, '--config.num_steps=30', '--config.log_every=1',
+            '--config.model.dropout=0.3', env=_device_env(1))
+  assert writer.read(str(tmp_path / 'four'))[-1]['step'] == 30
+
+
+def test_batch_must_divide_over_devices(tmp_path, corpus_file):
+  proc = train_cli(tmp_path, corpus_file, '--config.batch_size=6', env=_device_env(4), check=False)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1] == (
+      'lstmgen: error: config.batch_size=6 does not divide evenly over 4 devices; use a multiple of 4')
