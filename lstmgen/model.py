@@ -18,21 +18,36 @@ import numpy as np
 Carry = tuple[tuple[jax.Array, jax.Array], ...]  # Per layer: (c_BxH, h_BxH), fp32.
 
 
-def _sigmoid(x):
-  # One tanh instead of exp + divide: cheaper elementwise work inside the scan, same function.
-  return 0.5 * jnp.tanh(0.5 * x) + 0.5
-
-
 def _gates(gates_Bx4H, c_BxH):
-  i, f, g, o = jnp.split(gates_Bx4H, 4, axis=-1)
-  i, f, g, o = _sigmoid(i), _sigmoid(f), jnp.tanh(g), _sigmoid(o)
+  """The LSTM cell's elementwise work on pre-activations laid out [i, f, g, o]."""
+  H = c_BxH.shape[-1]
+  # sigmoid(x) = 0.5 * tanh(x / 2) + 0.5, so one tanh over all 4H columns does every gate: one
+  # cheap op in one fused loop instead of exp + divide on three slices and tanh on the fourth.
+  is_g = (jnp.arange(4 * H) // H) == 2
+  scale = jnp.where(is_g, 1.0, 0.5)
+  acts_Bx4H = jnp.tanh(gates_Bx4H * scale) * scale + jnp.where(is_g, 0.0, 0.5)
+  i, f, g, o = jnp.split(acts_Bx4H, 4, axis=-1)
   c_BxH = f * c_BxH + i * g
   h_BxH = o * jnp.tanh(c_BxH)
-  return jnp.concatenate([i, f, g, o], axis=-1), c_BxH, h_BxH
+  return acts_Bx4H, c_BxH, h_BxH
 
 
 def _matmul(a, b, dtype):
   return jnp.dot(a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32)
+
+
+def _matmul_flat(a_TxBxI, b, dtype, transpose_lhs=False):
+  """A matmul over all time steps at once, on 2-D views.
+
+  XLA's CPU dot transposes 3-D operands into copies when contracting over (T, B) (measured: a
+  weight gradient took 47 ms instead of 28), so time and batch are merged first.
+  """
+  a = a_TxBxI.reshape(-1, a_TxBxI.shape[-1])
+  if transpose_lhs:  # a^T @ b: contract over every time step and example (weight gradients).
+    b = b.reshape(-1, b.shape[-1])
+    return jax.lax.dot_general(a.astype(dtype), b.astype(dtype), (((0,), (0,)), ((), ())),
+                               preferred_element_type=jnp.float32)
+  return _matmul(a, b, dtype).reshape(*a_TxBxI.shape[:-1], b.shape[-1])
 
 
 # ----------------------------------------------------------------------------- recurrence
@@ -87,8 +102,7 @@ def _recurrence_bwd(dtype, unroll, residuals, cotangents):
 
   (dc0, dh0), dgates_TxBx4H = jax.lax.scan(
       step, (dcT, dhT), (dhs_TxBxH, acts_TxBx4H, cs_TxBxH, cprev_TxBxH), reverse=True, unroll=unroll)
-  dwh_Hx4H = jnp.einsum('tbh,tbg->hg', hprev_TxBxH.astype(dtype), dgates_TxBx4H.astype(dtype),
-                        preferred_element_type=jnp.float32)
+  dwh_Hx4H = _matmul_flat(hprev_TxBxH, dgates_TxBx4H, dtype, transpose_lhs=True)
   return dwh_Hx4H.astype(wh_Hx4H.dtype), dgates_TxBx4H, dc0, dh0
 
 
@@ -118,18 +132,22 @@ class LSTMLayer(nn.Module):
     wi = self.param('wi', nn.initializers.lecun_normal(), (x_TxBxD.shape[-1], 4 * H))
     wh = self.param('wh', _recurrent_init, (H, 4 * H))
     b = self.param('b', lambda k, s: jnp.zeros(s).at[H:2 * H].set(self.forget_bias), (4 * H,))
-    xproj_TxBx4H = _matmul(x_TxBxD, wi, self.dtype) + b
+    xproj_TxBx4H = _matmul_flat(x_TxBxD, wi, self.dtype) + b
     hs_TxBxH, carry = lstm_recurrence(wh, xproj_TxBx4H, *carry, self.dtype, self.unroll)
     return carry, hs_TxBxH
 
 
 def _dropout(x_TxBxH, keys_B, rate: float, salt: int):
-  """Inverted dropout whose mask for example b depends only on keys_B[b], not on the device."""
-  keep = 1.0 - rate
-  masks_TxBxH = jax.vmap(
-      lambda k: jax.random.bernoulli(jax.random.fold_in(k, salt), keep, x_TxBxH[:, 0].shape),
+  """Inverted dropout whose mask for example b depends only on keys_B[b], not on the device.
+
+  Masks compare 16-bit random words with a threshold: half the random bits of a float draw (the
+  threefry hash is most of dropout's cost on a CPU), with the rate resolved to 1/65536.
+  """
+  threshold = round(rate * 65536)
+  bits_TxBxH = jax.vmap(
+      lambda k: jax.random.bits(jax.random.fold_in(k, salt), x_TxBxH[:, 0].shape, jnp.uint16),
       out_axes=1)(keys_B)
-  return jnp.where(masks_TxBxH, x_TxBxH / keep, 0.0)
+  return jnp.where(bits_TxBxH >= threshold, x_TxBxH * (1.0 / (1.0 - rate)), 0.0)
 
 
 class CharLSTM(nn.Module):
@@ -163,8 +181,9 @@ class CharLSTM(nn.Module):
       new_carry.append(layer_carry)
       if dropout_keys_B is not None and self.dropout > 0:
         x = _dropout(x, dropout_keys_B, self.dropout, layer)
-    logits_TxBxV = nn.Dense(self.vocab_size, dtype=self.dtype, name='logits')(x)
-    return logits_TxBxV.astype(jnp.float32).transpose(1, 0, 2), tuple(new_carry)
+    T, B, H = x.shape
+    logits = nn.Dense(self.vocab_size, dtype=self.dtype, name='logits')(x.reshape(T * B, H))
+    return logits.astype(jnp.float32).reshape(T, B, -1).transpose(1, 0, 2), tuple(new_carry)
 
 
 def from_config(config, vocab_size: int) -> CharLSTM:
