@@ -132,6 +132,12 @@ class LSTMLayer(nn.Module):
     wi = self.param('wi', nn.initializers.lecun_normal(), (x_TxBxD.shape[-1], 4 * H))
     wh = self.param('wh', _recurrent_init, (H, 4 * H))
     b = self.param('b', lambda k, s: jnp.zeros(s).at[H:2 * H].set(self.forget_bias), (4 * H,))
+    if x_TxBxD.shape[0] == 1:
+      # One step (sampling): no loop at all; a scan of length 1 costs ~10x the arithmetic here.
+      c_BxH, h_BxH = carry
+      gates_Bx4H = _matmul(x_TxBxD[0], wi, self.dtype) + b + _matmul(h_BxH, wh, self.dtype)
+      _, c_BxH, h_BxH = _gates(gates_Bx4H, c_BxH)
+      return (c_BxH, h_BxH), h_BxH[None]
     xproj_TxBx4H = _matmul_flat(x_TxBxD, wi, self.dtype) + b
     hs_TxBxH, carry = lstm_recurrence(wh, xproj_TxBx4H, *carry, self.dtype, self.unroll)
     return carry, hs_TxBxH

@@ -11,11 +11,16 @@ import jax
 import jax.numpy as jnp
 
 
-def filter_logits(logits_BxV, top_k: int = 0, top_p=1.0):
-  """Keeps the `top_k` most likely tokens (0: all) and the smallest set with mass >= `top_p`."""
+def filter_logits(logits_BxV, top_k: int = 0, top_p: float = 1.0):
+  """Keeps the `top_k` most likely tokens (0: all) and the smallest set with mass >= `top_p`.
+
+  Both are static: with the defaults no sort runs in the sampling loop.
+  """
   if top_k > 0:
     kth_B = jax.lax.top_k(logits_BxV, top_k)[0][:, -1:]
     logits_BxV = jnp.where(logits_BxV < kth_B, -jnp.inf, logits_BxV)
+  if top_p >= 1.0:
+    return logits_BxV
   sorted_BxV = jnp.sort(logits_BxV, axis=-1)[:, ::-1]
   probs_BxV = jax.nn.softmax(sorted_BxV, axis=-1)
   # Mass strictly before each token; a token is kept while that is below top_p (the first always is).
@@ -24,7 +29,7 @@ def filter_logits(logits_BxV, top_k: int = 0, top_p=1.0):
   return jnp.where(logits_BxV < cutoff_B, -jnp.inf, logits_BxV)
 
 
-def draw(key, logits_BxV, temperature, top_k: int = 0, top_p=1.0):
+def draw(key, logits_BxV, temperature, top_k: int = 0, top_p: float = 1.0):
   """One token per row: argmax at temperature 0, else a draw from softmax(logits / temperature)."""
   greedy_B = jnp.argmax(logits_BxV, axis=-1)
   logits_BxV = filter_logits(logits_BxV, top_k, top_p)
@@ -68,7 +73,7 @@ def prime(model, params, prompt_BxP):
   return carry, logits_BxPxV[:, -1]
 
 
-@functools.partial(jax.jit, static_argnames=('model', 'length', 'top_k'))
+@functools.partial(jax.jit, static_argnames=('model', 'length', 'top_k', 'top_p'))
 def generate(model, params, prompt_BxP, key, length: int, temperature, top_k: int = 0, top_p=1.0):
   """Continuations [B, length] of each prompt row."""
   carry, logits_BxV = prime(model, params, prompt_BxP)
@@ -77,7 +82,7 @@ def generate(model, params, prompt_BxP, key, length: int, temperature, top_k: in
   return tokens_BxL
 
 
-@functools.partial(jax.jit, static_argnames=('model', 'length', 'top_k'))
+@functools.partial(jax.jit, static_argnames=('model', 'length', 'top_k', 'top_p'))
 def continue_sampling(model, params, state, key, length: int, temperature, top_k: int = 0,
                       top_p=1.0, offset=0):
   """Like `generate` but from a (carry, logits) state: for streaming output chunk by chunk."""

@@ -1,5 +1,6 @@
 """Train state, pure train and eval steps, and the training loop (the only place with side effects)."""
 
+import functools
 import os
 import signal
 import time
@@ -136,6 +137,14 @@ def eval_stream_loss(model, params, inputs_NxRxS, targets_NxRxS, weights_NxRxS):
   return jnp.sum(nll_N), jnp.sum(count_N)
 
 
+def make_p_train_step(model, tx, root_key):
+  """train_step compiled for every local device, the state donated (updated in place)."""
+  return jax.pmap(
+      functools.partial(train_step, model=model, tx=tx,
+                        dropout_key=jax.random.fold_in(root_key, DROPOUT)),
+      axis_name='batch', donate_argnums=(0,))
+
+
 eval_stream_loss_jit = jax.jit(eval_stream_loss, static_argnums=0)
 
 
@@ -218,10 +227,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   local_batch = config.batch_size // jax.process_count()
   rows = slice(jax.process_index() * local_batch, (jax.process_index() + 1) * local_batch)
   example_ids = np.arange(rows.start, rows.stop, dtype=np.int32).reshape(len(devices), -1)
-  p_train_step = jax.pmap(
-      lambda s, w, i: train_step(s, w, i, model=model, tx=tx,
-                                 dropout_key=jax.random.fold_in(root_key, DROPOUT)),
-      axis_name='batch', donate_argnums=(0,))
+  p_train_step = make_p_train_step(model, tx, root_key)
   state = flax.jax_utils.replicate(state, devices)
 
   def host_state():

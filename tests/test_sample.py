@@ -20,7 +20,7 @@ def fixed_step(carry, token_B):
 def run(temperature, key=0, top_k=0, top_p=1.0, length=20, batch=3):
   start = jnp.arange(batch) % V
   _, logits = fixed_step(0, start)
-  tokens, (count, _) = jax.jit(sample.sample_loop, static_argnums=(0, 4, 6))(
+  tokens, (count, _) = jax.jit(sample.sample_loop, static_argnums=(0, 4, 6, 7))(
       fixed_step, 0, logits, jax.random.key(key), length, temperature, top_k, top_p)
   return np.asarray(tokens), int(count), np.asarray(start)
 

@@ -1,0 +1,194 @@
+"""lstmgen against its peers, side by side in one process: python -m bench.run [--only=train,...]
+
+Needs the [bench] extra (PyTorch 2.13 CPU). Every figure is measured in this run, on this machine,
+and printed next to the peer's with the ratio; machines are shared and noisy, so compare ratios.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bench import torch_peer
+from configs import default
+from lstmgen import model as model_lib
+from lstmgen import sample, train
+
+VOCAB = 80  # About Grimm's (78) and the tutorial's (~80) vocabulary.
+
+
+def reference_config(**overrides):
+  config = default.get_config()
+  for name, value in overrides.items():
+    config[name] = value
+  return config
+
+
+def forward_flops_per_char(config, vocab=VOCAB) -> float:
+  m, four_h = config.model, 4 * config.model.hidden_size
+  flops = 2 * m.embed_size * four_h + 2 * m.hidden_size * four_h
+  flops += (m.num_layers - 1) * 2 * (2 * m.hidden_size * four_h)
+  return flops + 2 * m.hidden_size * vocab
+
+
+def row(name, ours, peer, unit, peer_name):
+  ratio = ours / peer if peer else float('nan')
+  print(f'  {name:<34} lstmgen {ours:>12,.1f} {unit:<8} {peer_name} {peer:>12,.1f}   ratio {ratio:6.2f}x',
+        flush=True)
+  return ratio
+
+
+def jax_matmul_gflops(dtype, m=128, k=256, n=1024) -> float:
+  a = jnp.ones((m, k), dtype)
+  b = jnp.ones((k, n), dtype)
+  f = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
+  f(a, b).block_until_ready()
+  reps, start = 0, time.perf_counter()
+  while time.perf_counter() - start < 0.5:
+    f(a, b).block_until_ready()
+    reps += 1
+  return 2 * m * k * n * reps / (time.perf_counter() - start) / 1e9
+
+
+# ----------------------------------------------------------------------------- a. training
+
+
+def jax_train_throughput(config, steps: int, warmup: int = 2) -> dict:
+  """Steady-state chars/s of lstmgen's real pmapped update step (compile timed separately)."""
+  model = model_lib.from_config(config, VOCAB)
+  tx = train.make_optimizer(config)
+  root = jax.random.key(0)
+  state = train.init_state(model, tx, root, config.seq_len)
+  devices = jax.local_devices()
+  state = train.flax.jax_utils.replicate(state, devices)
+  step = train.make_p_train_step(model, tx, root)
+  windows = np.random.default_rng(0).integers(0, VOCAB, (len(devices), config.batch_size //
+                                                         len(devices), config.seq_len + 1))
+  ids = np.arange(config.batch_size, dtype=np.int32).reshape(len(devices), -1)
+  start = time.perf_counter()
+  state, metrics = step(state, windows, ids)
+  jax.block_until_ready(metrics)
+  compile_s = time.perf_counter() - start
+  for _ in range(warmup):
+    state, metrics = step(state, windows, ids)
+  jax.block_until_ready(metrics)
+  start = time.perf_counter()
+  for _ in range(steps):
+    state, metrics = step(state, windows, ids)
+  jax.block_until_ready(metrics)
+  seconds = time.perf_counter() - start
+  return {'chars_per_sec': config.batch_size * config.seq_len * steps / seconds,
+          'compile_s': compile_s, 'final_loss': float(metrics['train_loss'][0])}
+
+
+def bench_train(steps: int):
+  print('a. training throughput (2xLSTM-256, batch 128, seq 100, Adam, clip 5, dropout 0.5)')
+  peak = {d: torch_peer.matmul_peak_gflops(d) for d in ('float32', 'bfloat16')}
+  for dtype in ('float32', 'bfloat16'):
+    config = reference_config(dtype=dtype)
+    ours = jax_train_throughput(config, steps)
+    peer = torch_peer.torch_train_throughput(VOCAB, steps, 2, bf16=dtype == 'bfloat16')
+    label = 'fp32' if dtype == 'float32' else 'bf16 (torch: autocast)'
+    row(f'train {label}', ours['chars_per_sec'], peer['chars_per_sec'], 'chars/s', 'torch')
+    flops = 3 * forward_flops_per_char(config)
+    for who, cps in (('lstmgen', ours['chars_per_sec']), ('torch', peer['chars_per_sec'])):
+      achieved = cps * flops / 1e9
+      print(f'    {who}: {achieved:,.0f} GFLOP/s = {achieved / peak[dtype]["recurrence"]:.0%} of the '
+            f'measured {dtype} matmul peak at 128x256x1024 ({peak[dtype]["recurrence"]:,.0f} GFLOP/s)')
+    if dtype == 'float32':
+      print(f'  d. time to first step (compile), reference config: {ours["compile_s"]:.1f} s')
+
+
+# ----------------------------------------------------------------------------- b. sampling
+
+
+def bench_sample(length: int = 600, prompt_len: int = 100):
+  print(f'b. sampling throughput ({length} new chars after a {prompt_len}-char prompt, same weights)')
+  config = reference_config()
+  model = model_lib.from_config(config, VOCAB)
+  params = train.init_state(model, train.make_optimizer(config), jax.random.key(0),
+                            prompt_len).params
+  torch_model = torch_peer.load_jax_params(jax.device_get(params))
+  for streams in (1, 128):
+    prompt = np.random.default_rng(0).integers(0, VOCAB, (streams, prompt_len)).astype(np.int32)
+    run = lambda: sample.generate(model, params, prompt, jax.random.key(1), length, 1.0)
+    run().block_until_ready()
+    start = time.perf_counter()
+    run().block_until_ready()
+    ours = streams * length / (time.perf_counter() - start)
+    _, peer = torch_peer.torch_stateful_sample(torch_model, prompt, length, 1.0, 0)
+    row(f'sample, {streams} stream(s)', ours, peer, 'chars/s', 'torch loop')
+    if streams == 1:
+      _, window = torch_peer.tflearn_window_sample(torch_model, prompt[:1], 60, 1.0, 0)
+      row('sample, 1 stream vs re-run window', ours, window, 'chars/s', 'tflearn-style')
+    else:
+      peak = jax_matmul_gflops(jnp.float32)
+      bound = peak * 1e9 / forward_flops_per_char(config)
+      print(f'    matmul-bound rate: {bound:,.0f} chars/s ({peak:,.0f} GFLOP/s jnp.dot at 128x256x1024'
+            f' / {forward_flops_per_char(config) / 1e6:.2f} MFLOP per char): lstmgen at '
+            f'{ours / bound:.0%}')
+
+
+# ----------------------------------------------------------------------------- c. memory
+
+_PEAK_RSS = ("print(int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM'))"
+             ".split()[1]) * 1024)")  # VmHWM, not ru_maxrss: the latter survives fork + exec.
+_MEMORY_CHILD = '''
+import sys, numpy as np, jax
+from configs import default
+from lstmgen import data, train
+config = default.get_config()
+config.data.path, config.data.strip_gutenberg = sys.argv[1], False
+vocab, ids = train.load_vocab_and_text(config, sys.argv[2])
+train_ids, val_ids = data.split(ids, 0.1)
+for step in range(20):
+  data.train_batch(train_ids, 100, 0, step, 128)
+''' + _PEAK_RSS
+
+
+def bench_memory(megabytes: int = 100):
+  print(f'c. memory: peak RSS loading and batching a {megabytes} MB corpus')
+  tmp = os.path.join(os.environ.get('TMPDIR', '/tmp'), 'lstmgen_bench')
+  os.makedirs(tmp, exist_ok=True)
+  path = os.path.join(tmp, f'synthetic_{megabytes}mb.txt')
+  if not os.path.exists(path):
+    words = np.array('once upon a time there was a king who had three daughters and a wolf'.split())
+    rng = np.random.default_rng(0)
+    with open(path, 'w') as f:
+      while f.tell() < megabytes * 1e6:
+        f.write(' '.join(rng.choice(words, 100_000)) + '\n')
+  size = os.path.getsize(path)
+  base = subprocess.run([sys.executable, '-c', 'import jax, lstmgen.train\n' + _PEAK_RSS],
+                        capture_output=True, text=True, check=True)
+  out = subprocess.run([sys.executable, '-c', _MEMORY_CHILD, path, tmp], capture_output=True,
+                       text=True, check=True)
+  peak, imports = int(out.stdout.split()[-1]), int(base.stdout.split()[-1])
+  print(f'  corpus {size / 1e6:.0f} MB: peak RSS {peak / 1e6:,.0f} MB ({imports / 1e6:,.0f} MB of '
+        f'it is Python + JAX before any data); target <= 2 x corpus + 500 MB = '
+        f'{(2 * size + 5e8) / 1e6:,.0f} MB')
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__)
+  parser.add_argument('--only', default='train,sample,memory')
+  parser.add_argument('--steps', type=int, default=10, help='Timed training steps per framework.')
+  args = parser.parse_args()
+  print(f'machine: {torch_peer.describe_machine()}; jax {jax.__version__} on '
+        f'{jax.devices()[0].platform} x{jax.device_count()}; load average '
+        f'{os.getloadavg()[0]:.2f}; {time.strftime("%Y-%m-%d")}', flush=True)
+  todo = args.only.split(',')
+  if 'train' in todo:
+    bench_train(args.steps)
+  if 'sample' in todo:
+    bench_sample()
+  if 'memory' in todo:
+    bench_memory()
+
+
+if __name__ == '__main__':
+  main()
