@@ -3,9 +3,10 @@
 The only module that defines training flags; `config` and `workdir` flow down from here.
 """
 
+import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from lstmgen.cli import command
@@ -13,13 +14,37 @@ from lstmgen.cli import command
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, metrics, samples.')
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/grimm.py.',
                                           lock_config=True)
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None, 'host:port of process 0, for a multi-process run on a manual '
+    'cluster (with --num_processes and --process_id). Not needed on TPU VM pods.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in a manual cluster.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process\'s index in a manual cluster.')
+_DISTRIBUTED = flags.DEFINE_bool(
+    'distributed', None, 'Call jax.distributed.initialize() with auto-detection (SLURM, TPU, ...). '
+    'Default: on for multi-worker TPU VM slices, else off.')
 flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def init_distributed() -> None:
+  """Joins the multi-controller runtime when asked, before JAX touches a backend."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if _COORDINATOR.value:
+    if _NUM_PROCESSES.value is None or _PROCESS_ID.value is None:
+      raise app.UsageError('--coordinator_address needs --num_processes and --process_id')
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # CPU devices only.
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  elif _DISTRIBUTED.value or (_DISTRIBUTED.value is None and
+                              ',' in os.environ.get('TPU_WORKER_HOSTNAMES', '')):
+    jax.distributed.initialize()
+  if jax.process_index() != 0:
+    logging.set_verbosity(logging.WARNING)  # Process 0 speaks for the run.
 
 
 @command
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  init_distributed()
   from lstmgen import train  # Imported after flag parsing: JAX starts only for a valid command.
   try:
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)

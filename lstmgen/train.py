@@ -231,7 +231,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   state = flax.jax_utils.replicate(state, devices)
 
   def host_state():
-    return jax.device_get(jax.tree.map(lambda x: x[0], state))
+    return jax.device_get(unreplicate(state))
 
   def save(step):
     mngr.save(step, args=ocp.args.StandardSave(host_state()), force=True)
@@ -245,8 +245,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     nonlocal pending, last_log
     if not pending:
       return
-    stacked = jax.device_get(pending)
-    losses = np.array([m['train_loss'][0] for m in stacked])
+    stacked = jax.device_get(unreplicate(pending))
+    losses = np.array([m['train_loss'] for m in stacked])
     bad = np.flatnonzero(~np.isfinite(losses))
     if bad.size:
       raise FloatingPointError(
@@ -254,7 +254,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           f'checkpoint is kept in {workdir}; lower --config.learning_rate or check the data')
     now = time.time()
     event = {'step': step, 'wall_time': now, 'train_loss': float(losses.mean()),
-             'grad_norm': float(np.mean([m['grad_norm'][0] for m in stacked]))}
+             'grad_norm': float(np.mean([m['grad_norm'] for m in stacked]))}
     if last_log is not None and step > last_log[1]:
       steps_per_sec = (step - last_log[1]) / (now - last_log[0])
       event.update(steps_per_sec=steps_per_sec, chars_per_sec=steps_per_sec * chars_per_step)
@@ -278,7 +278,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     return out
 
   def eval_and_sample(step, do_eval, do_sample):
-    params = jax.tree.map(lambda x: x[0], state.params)
+    params = unreplicate(state.params)
     if do_eval and len(val_ids) > 1:
       event = {'step': step, 'wall_time': time.time(),
                **evaluate(model, params, val_ids, config.eval_batch_size, config.seq_len)}
@@ -315,7 +315,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   mngr.wait_until_finished()
   mngr.close()
   writer.close()
-  return jax.tree.map(lambda x: x[0], state)
+  return unreplicate(state)
+
+
+def unreplicate(tree):
+  """This process's first copy of a replicated tree; purely local (indexing the global array
+  would run a computation that other processes do not join, and deadlock them)."""
+  return jax.tree.map(lambda x: x.addressable_data(0).reshape(x.shape[1:]), tree)
 
 
 def write_samples(config, model, params, vocab, source_ids, step, root_key, writer, workdir):

@@ -1,0 +1,60 @@
+"""Several processes joined by jax.distributed on 127.0.0.1 train exactly what one process does."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from lstmgen import writer
+from tests.conftest import ROOT, train_cli
+
+ARGS = ('--config.model.dropout=0.3', '--config.log_every=1')
+
+
+def launch_local(processes, devices, workdir, corpus, *args):
+  proc = subprocess.run(
+      ['bash', 'launch/local.sh', str(processes), str(devices), '--config=configs/tiny.py',
+       f'--workdir={workdir}', f'--config.data.path={corpus}', *args],
+      cwd=ROOT, env={**os.environ, 'PYTHON': sys.executable}, capture_output=True, text=True,
+      timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc
+
+
+def metrics(workdir):
+  return [(e['step'], e.get('train_loss', e.get('val_loss'))) for e in writer.read(str(workdir))]
+
+
+def assert_same_run(a, b):
+  assert [s for s, _ in a] == [s for s, _ in b]
+  np.testing.assert_allclose([v for _, v in a], [v for _, v in b], rtol=1e-5)
+
+
+def test_two_processes_of_two_devices_equal_one_device_and_resume_across(tmp_path, corpus_file):
+  one_device = {'XLA_FLAGS': '--xla_force_host_platform_device_count=1', 'JAX_PLATFORMS': 'cpu'}
+  train_cli(tmp_path / 'single', corpus_file, '--config.num_steps=30', *ARGS, env=one_device)
+  launch_local(2, 2, tmp_path / 'pod', corpus_file, '--config.num_steps=20', *ARGS)
+  single = metrics(tmp_path / 'single')
+  assert_same_run(metrics(tmp_path / 'pod'), [m for m in single if m[0] <= 20])
+  # Only process 0 writes: one copy of each event.
+  assert len(metrics(tmp_path / 'pod')) == len([m for m in single if m[0] <= 20])
+
+  # The 2-process checkpoint resumes in one process, and a 1-process checkpoint in two.
+  train_cli(tmp_path / 'pod', corpus_file, '--config.num_steps=30', *ARGS, env=one_device)
+  assert_same_run(metrics(tmp_path / 'pod'), single)
+  train_cli(tmp_path / 'back', corpus_file, '--config.num_steps=20', *ARGS, env=one_device)
+  launch_local(2, 2, tmp_path / 'back', corpus_file, '--config.num_steps=30', *ARGS)
+  assert_same_run(metrics(tmp_path / 'back'), single)
+
+
+def test_a_failing_process_fails_the_launch_and_leaves_nothing_running(tmp_path):
+  proc = subprocess.run(
+      ['bash', 'launch/local.sh', '2', '1', '--config=configs/tiny.py',
+       f'--workdir={tmp_path}', f'--config.data.path={tmp_path / "missing.txt"}'],
+      cwd=ROOT, env={**os.environ, 'PYTHON': sys.executable}, capture_output=True, text=True,
+      timeout=300)
+  assert proc.returncode == 2
+  assert 'corpus file' in proc.stderr and 'does not exist' in proc.stderr
+  leftover = subprocess.run(['pgrep', '-f', f'workdir={tmp_path}'], capture_output=True, text=True)
+  assert leftover.stdout.strip() == ''
