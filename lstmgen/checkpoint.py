@@ -9,6 +9,7 @@ import os
 
 import jax
 import ml_collections
+from absl import logging
 import orbax.checkpoint as ocp
 
 from lstmgen import data
@@ -40,11 +41,12 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
-def _flatten(d, prefix=''):
+def flatten(d, prefix='') -> dict:
+  """{'model': {'dropout': 0.5}} -> {'model.dropout': 0.5}."""
   out = {}
   for k, v in d.items():
     if isinstance(v, dict):
-      out.update(_flatten(v, f'{prefix}{k}.'))
+      out.update(flatten(v, f'{prefix}{k}.'))
     else:
       out[f'{prefix}{k}'] = list(v) if isinstance(v, tuple) else v
   return out
@@ -52,9 +54,10 @@ def _flatten(d, prefix=''):
 
 def differing_fields(old: ml_collections.ConfigDict, new: ml_collections.ConfigDict,
                      prefixes=RUN_DEFINING) -> list[str]:
-  """Fields under `prefixes` whose values differ, as 'field: old -> new'."""
-  a, b = _flatten(json.loads(old.to_json())), _flatten(json.loads(new.to_json()))
-  keys = sorted(k for k in set(a) | set(b) if any(k == p or k.startswith(p + '.') for p in prefixes))
+  """Fields under `prefixes` (all fields if empty) whose values differ, as 'field: old -> new'."""
+  a, b = flatten(json.loads(old.to_json())), flatten(json.loads(new.to_json()))
+  keys = sorted(k for k in set(a) | set(b)
+                if not prefixes or any(k == p or k.startswith(p + '.') for p in prefixes))
   return [f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in keys if a.get(k) != b.get(k)]
 
 
@@ -72,6 +75,23 @@ def abstract(tree):
 
 
 def restore(mngr: ocp.CheckpointManager, target, step: int | None = None):
-  """The checkpoint at `step` (default: latest) restored into `target`'s structure."""
-  step = mngr.latest_step() if step is None else step
-  return mngr.restore(step, args=ocp.args.StandardRestore(abstract(target)))
+  """The checkpoint at `step` restored into `target`'s structure.
+
+  Without a step: the latest one that reads back; a damaged one (a disk error, a file truncated
+  by hand) is skipped with a warning, so a run never stalls on its newest checkpoint.
+  """
+  steps = [step] if step is not None else sorted(mngr.all_steps(), reverse=True)
+  for i, s in enumerate(steps):
+    try:
+      return mngr.restore(s, args=ocp.args.StandardRestore(abstract(target)))
+    except Exception as e:  # Orbax raises many types (ValueError, OSError, tensorstore errors).
+      if i + 1 == len(steps):
+        raise UserError(f'the checkpoint at step {s} in {mngr.directory} cannot be read ({e}); '
+                        'delete it to start over') from None
+      logging.warning('the checkpoint at step %d is damaged (%s); using step %d instead, and '
+                      'moving it aside to %d.damaged', s, str(e).splitlines()[0][:200],
+                      steps[i + 1], s)
+      if jax.process_index() == 0:  # Aside, not deleted: the user may want to look at it.
+        path = os.path.join(str(mngr.directory), str(s))
+        os.replace(path, f'{path}.damaged')
+      mngr.reload()

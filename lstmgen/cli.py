@@ -4,7 +4,7 @@ import functools
 import logging as pylogging
 import sys
 
-from absl import logging
+from absl import flags, logging
 
 from lstmgen.errors import UserError
 
@@ -32,3 +32,18 @@ def command(main):
       sys.exit(2)
 
   return wrapped
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with a bad flag or config override reported as one line, exit 2."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    message = f'{e}; see --helpfull'
+  except (AttributeError, KeyError, TypeError, ValueError) as e:  # From config_flags overrides.
+    field = str(e).strip('"\'')
+    culprit = next((a for a in argv if a.startswith('--config.') and field in a), '--config...')
+    message = (f'{culprit}: no such config field ({field!r}) or a value of the wrong type; the '
+               'fields and their types are in configs/default.py')
+  print(f'lstmgen: error: {message}', file=sys.stderr, flush=True)
+  sys.exit(2)

@@ -5,7 +5,7 @@
 
 from absl import app, flags
 
-from lstmgen.cli import command
+from lstmgen.cli import command, parse_flags
 from lstmgen.errors import UserError
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A trained run directory.')
@@ -36,4 +36,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -11,7 +11,7 @@ import sys
 
 from absl import app, flags
 
-from lstmgen.cli import command
+from lstmgen.cli import command, parse_flags
 from lstmgen.errors import UserError
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A trained run directory.')
@@ -106,4 +106,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

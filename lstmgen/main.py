@@ -9,7 +9,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lstmgen.cli import command
+from lstmgen.cli import command, parse_flags
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, metrics, samples.')
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/grimm.py.',
@@ -54,4 +54,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

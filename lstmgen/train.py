@@ -46,7 +46,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
               'model.hidden_size': config.model.hidden_size, 'model.embed_size': config.model.embed_size,
               'model.num_layers': config.model.num_layers, 'scan_unroll': config.scan_unroll}
   for name, value in positive.items():
-    if not value > 0:
+    if not 0 < value < float('inf'):
       raise UserError(f'config.{name} must be > 0, got {value}; set --config.{name}=...')
   if not 0 <= config.model.dropout < 1:
     raise UserError(f'config.model.dropout must be in [0, 1), got {config.model.dropout}')
@@ -263,8 +263,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                    config.num_steps, event['train_loss'], event['chars_per_sec'], steps_per_sec,
                    eta // 60, eta % 60)
     else:
-      logging.info('step %d/%d  loss %.4f  (compiling step excluded from speed)', step,
-                   config.num_steps, event['train_loss'])
+      logging.info('step %d/%d  loss %.4f', step, config.num_steps, event['train_loss'])
     writer.write(event)
     pending, last_log = [], (now, step)
 
@@ -292,29 +291,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   # Train loop.
   logging.info('training steps %d..%d on %d devices (%d processes), %d chars per step', start,
                config.num_steps, jax.device_count(), jax.process_count(), chars_per_step)
-  for step in range(start, config.num_steps):
-    windows = data.train_batch(train_ids, config.seq_len, config.seed, step, config.batch_size, rows)
-    state, metrics = p_train_step(state, windows.reshape(len(devices), -1, windows.shape[-1]),
-                                  example_ids)
-    pending.append(metrics)
-    done = step + 1
-    if done == start + 1:  # The first step compiles: time from its end.
-      flush(done)
-    is_last = done == config.num_steps or preempted.flag
-    if done % config.log_every == 0 or is_last:
-      flush(done)
-    do_eval, do_sample = done % config.eval_every == 0 or is_last, done % config.sample_every == 0 or is_last
-    if do_eval or do_sample:
-      paused(eval_and_sample, done, do_eval, do_sample)
-    if done % config.checkpoint_every == 0 or is_last:
-      flush(done)
-      paused(save, done)
-    if preempted.flag:
-      logging.warning('saved step %d after SIGTERM; relaunch the same command to continue', done)
-      break
-  mngr.wait_until_finished()
-  mngr.close()
-  writer.close()
+  try:
+    for step in range(start, config.num_steps):
+      windows = data.train_batch(train_ids, config.seq_len, config.seed, step, config.batch_size,
+                                 rows)
+      state, metrics = p_train_step(state, windows.reshape(len(devices), -1, windows.shape[-1]),
+                                    example_ids)
+      pending.append(metrics)
+      done = step + 1
+      if done == start + 1:  # The first step compiles: time from its end (no event of its own,
+        jax.block_until_ready(metrics)  # so a resumed run logs at the steps one run would).
+        last_log = (time.time(), done)
+      is_last = done == config.num_steps or preempted.flag
+      if done % config.log_every == 0 or is_last:
+        flush(done)
+      do_eval = done % config.eval_every == 0 or is_last
+      do_sample = done % config.sample_every == 0 or is_last
+      if do_eval or do_sample:
+        paused(eval_and_sample, done, do_eval, do_sample)
+      if done % config.checkpoint_every == 0 or is_last:
+        flush(done)  # Never checkpoint a state whose loss has not been checked.
+        paused(save, done)
+      if preempted.flag:
+        logging.warning('saved step %d after SIGTERM; relaunch the same command to continue', done)
+        break
+  finally:
+    mngr.wait_until_finished()  # An in-flight save completes even when the loop raised.
+    mngr.close()
+    writer.close()
   return unreplicate(state)
 
 

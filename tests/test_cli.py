@@ -63,3 +63,29 @@ def test_evaluate_reports_bits_per_char_and_unknown_characters(trained_workdir, 
   assert lines[0].startswith('2 characters (2 distinct') and "'!Z'" in lines[0]
   nats, bits = float(lines[1].split()[1]), float(lines[1].split()[3])
   assert abs(bits - nats / 0.6931471805599453) < 1e-3 and 0 < bits < 5
+
+
+def test_compare_tables_the_differences_and_draws_the_curves(trained_workdir, corpus_file, tmp_path):
+  from tests.conftest import train_cli
+  other = tmp_path / 'wider'
+  train_cli(other, corpus_file, '--config.num_steps=60', '--config.model.hidden_size=48',
+            '--config.seed=3')
+  out = run_module('lstmgen.compare', trained_workdir, str(other),
+                   f'--plot={tmp_path / "curves.png"}').stdout.splitlines()
+  assert out[0].split()[:3] == ['run', 'model.hidden_size', 'seed']
+  assert out[1].split()[1:4] == ['32', '0', '60'] and out[2].split()[:4] == ['wider', '48', '3', '60']
+  assert float(out[1].split()[5]) > 0  # best validation bits/char
+  assert open(tmp_path / 'curves.png', 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+def test_loading_a_run_never_unpickles(trained_workdir, monkeypatch):
+  import pickle
+  from lstmgen import train
+
+  def refuse(*args, **kwargs):
+    raise AssertionError('a workdir was unpickled')
+
+  monkeypatch.setattr(pickle, 'load', refuse)
+  monkeypatch.setattr(pickle, 'loads', refuse)
+  config, vocab, _, params = train.load_run(trained_workdir)
+  assert config.model.hidden_size == 32 and len(vocab) > 10 and params['lstm_0']['wh'].shape == (32, 128)

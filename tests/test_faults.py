@@ -1,0 +1,160 @@
+"""Preemption, crashes and bad input: runs stay exact, nothing is lost, errors are one line."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from lstmgen import train, writer
+from tests.conftest import ROOT, train_cli
+
+LONG = ('--config.num_steps=1500', '--config.checkpoint_every=50', '--config.log_every=100',
+        '--config.eval_every=500', '--config.sample_every=5000', '--config.model.dropout=0.2')
+
+
+def start_training(workdir, corpus):
+  return subprocess.Popen(
+      [sys.executable, '-m', 'lstmgen.main', '--config=configs/tiny.py', f'--workdir={workdir}',
+       f'--config.data.path={corpus}', *LONG], cwd=ROOT, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_checkpoint(workdir, at_least, proc):
+  ckpt = os.path.join(workdir, 'checkpoints')
+  while proc.poll() is None:
+    if os.path.isdir(ckpt) and any(d.isdigit() and int(d) >= at_least for d in os.listdir(ckpt)):
+      return
+    time.sleep(0.05)
+  raise AssertionError(f'training ended before a checkpoint at step {at_least}: {proc.stderr.read()}')
+
+
+def assert_same_params(a, b):
+  for x, y in zip(jax.tree.leaves(train.load_run(str(a))[3]), jax.tree.leaves(train.load_run(str(b))[3])):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def comparable(workdir):
+  return [{k: v for k, v in e.items() if k not in ('wall_time', 'chars_per_sec', 'steps_per_sec')}
+          for e in writer.read(str(workdir))]
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory, corpus_file):
+  workdir = tmp_path_factory.mktemp('uninterrupted')
+  train_cli(workdir, corpus_file, *LONG)
+  return workdir
+
+
+def test_same_seed_gives_bit_identical_metrics(tmp_path, corpus_file, uninterrupted):
+  train_cli(tmp_path, corpus_file, *LONG)
+  assert comparable(tmp_path) == comparable(uninterrupted)
+  other = train_cli(tmp_path / 'seed1', corpus_file, *LONG[:1], '--config.seed=1')
+  assert other.returncode == 0
+  assert comparable(tmp_path / 'seed1')[0]['train_loss'] != comparable(uninterrupted)[0]['train_loss']
+
+
+def test_sigkill_then_relaunch_ends_bit_identical(tmp_path, corpus_file, uninterrupted):
+  proc = start_training(tmp_path, corpus_file)
+  wait_for_checkpoint(tmp_path, 300, proc)
+  proc.kill()
+  proc.wait()
+  train_cli(tmp_path, corpus_file, *LONG)
+  assert_same_params(tmp_path, uninterrupted)
+  assert comparable(tmp_path) == comparable(uninterrupted)
+
+
+def test_sigterm_saves_exits_zero_and_the_relaunch_continues(tmp_path, corpus_file, uninterrupted):
+  proc = start_training(tmp_path, corpus_file)
+  wait_for_checkpoint(tmp_path, 100, proc)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, err
+  assert 'after SIGTERM' in err
+  stopped = writer.read(str(tmp_path))[-1]['step']
+  assert stopped < 1500 and str(stopped) in os.listdir(tmp_path / 'checkpoints')
+  train_cli(tmp_path, corpus_file, *LONG)
+  assert_same_params(tmp_path, uninterrupted)
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, corpus_file):
+  train_cli(tmp_path, corpus_file, '--config.num_steps=40', '--config.checkpoint_every=20')
+  latest = tmp_path / 'checkpoints' / '40'
+  for root, _, files in os.walk(latest):
+    for name in files:
+      with open(os.path.join(root, name), 'wb') as f:
+        f.write(b'garbage')
+  proc = train_cli(tmp_path, corpus_file, '--config.num_steps=60', '--config.checkpoint_every=20')
+  assert 'checkpoint at step 40 is damaged' in proc.stderr and 'using step 20' in proc.stderr
+  assert 'resumed from step 20' in proc.stderr
+
+
+def test_a_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
+    tmp_path, corpus_file, monkeypatch):
+  from tests.test_train import tiny_config
+  train.train_and_evaluate(tiny_config(corpus_file, num_steps=20), str(tmp_path))
+  plain = train.cross_entropy
+  monkeypatch.setattr(train, 'cross_entropy', lambda logits, targets: plain(logits, targets) * np.nan)
+  with pytest.raises(FloatingPointError, match=r'loss became nan at step 21; the last good checkpoint'):
+    train.train_and_evaluate(tiny_config(corpus_file, num_steps=60), str(tmp_path))
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['20']
+
+
+BAD_RUNS = [
+    (('--config.data.path={missing}',), 'does not exist; check --config.data.path'),
+    (('--config.data.path={tmp}',), 'is a directory'),
+    (('--config.data.path={empty}',), 'is empty'),
+    (('--config.data.path={short}',), 'fewer than seq_len + 1'),
+    (('--config.data.path={single}',), 'single distinct character'),
+    (('--config.data.path={latin1}',), 'is not valid UTF-8 (byte 3, line 1'),
+    (('--config.batch_size=0',), 'config.batch_size must be > 0'),
+    (('--config.learning_rate=-1.0',), 'config.learning_rate must be > 0'),
+    (('--config.num_steps=-5',), 'config.num_steps must be > 0'),
+    (('--config.model.dropout=1.0',), 'config.model.dropout must be in [0, 1)'),
+    (('--workdir={file}/sub',), 'cannot write to workdir'),
+]
+
+
+@pytest.mark.parametrize('args,message', BAD_RUNS)
+def test_bad_input_is_one_clear_line(tmp_path, corpus_file, args, message):
+  paths = dict(missing=tmp_path / 'nope.txt', tmp=tmp_path, empty=tmp_path / 'empty.txt',
+               short=tmp_path / 'short.txt', single=tmp_path / 'single.txt',
+               latin1=tmp_path / 'latin1.txt', file=tmp_path / 'a_file')
+  paths['empty'].write_text('')
+  paths['short'].write_text('abc')
+  paths['single'].write_text('a' * 500)
+  paths['latin1'].write_bytes('Caf\xe9 au lait\n'.encode('latin-1') * 50)
+  paths['file'].write_text('x')
+  args = [a.format(**paths) for a in args]
+  workdir = next((a.split('=', 1)[1] for a in args if a.startswith('--workdir=')), tmp_path / 'run')
+  rest = [a for a in args if not a.startswith('--workdir=')]
+  if not any(a.startswith('--config.data.path=') for a in rest):
+    rest.append(f'--config.data.path={corpus_file}')
+  proc = subprocess.run(
+      [sys.executable, '-m', 'lstmgen.main', '--config=configs/tiny.py', f'--workdir={workdir}',
+       *rest], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2 and 'Traceback' not in proc.stderr
+  assert message in proc.stderr.strip().splitlines()[-1]
+
+
+def test_unknown_or_mistyped_config_fields_fail_without_a_traceback(tmp_path, corpus_file):
+  for bad in ('--config.no_such_field=1', '--config.batch_size=many'):
+    proc = train_cli(tmp_path, corpus_file, bad, check=False)
+    assert proc.returncode != 0 and 'Traceback' not in proc.stderr
+    assert proc.stderr.startswith(f'lstmgen: error: flag {bad}') or proc.stderr.startswith(
+        f'lstmgen: error: {bad}: no such config field')
+
+
+def test_generate_and_evaluate_on_a_workdir_without_checkpoint(tmp_path, corpus_file):
+  shutil.copy(corpus_file, tmp_path / 'c.txt')
+  train_cli(tmp_path, tmp_path / 'c.txt', '--config.num_steps=5')
+  shutil.rmtree(tmp_path / 'checkpoints')
+  for module, extra in (('lstmgen.generate', []), ('lstmgen.evaluate', [f'--text={corpus_file}'])):
+    proc = subprocess.run([sys.executable, '-m', module, f'--workdir={tmp_path}', *extra], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and 'has no checkpoint yet' in proc.stderr
