@@ -14,8 +14,11 @@ from absl import app, flags
 from lstmgen.cli import command, parse_flags
 from lstmgen.errors import UserError
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'A trained run directory.')
-_STEP = flags.DEFINE_integer('checkpoint', None, 'Checkpoint step in the workdir (default: latest).')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'A trained run directory (default: the bundled '
+                                'Grimm model).')
+_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step in --workdir (default: the latest).')
+_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'An exported model directory '
+                                  '(python -m lstmgen.export) instead of a workdir.')
 _PROMPT = flags.DEFINE_string('prompt', '', 'Text the samples start from.')
 _PROMPT_FILE = flags.DEFINE_string('prompt_file', None, 'Read the prompt from this UTF-8 file.')
 _LENGTH = flags.DEFINE_integer('length', 600, 'Characters to generate after the prompt.')
@@ -60,17 +63,28 @@ def cut_at_stop(text: str, stop: str | None) -> tuple[str, bool]:
   return text, False
 
 
+def load_model(workdir: str | None, step: int | None, checkpoint: str | None):
+  """(config, vocab, model, params) from a workdir, an exported model, or the bundled one."""
+  from lstmgen import pretrained, train  # pylint: disable=g-import-not-at-top
+  if workdir and checkpoint:
+    raise UserError('pass --workdir or --checkpoint, not both')
+  if workdir:
+    return train.load_run(workdir, step)
+  path = checkpoint or pretrained.BUNDLED_DIR
+  if not checkpoint and not pretrained.is_model_dir(path):
+    raise UserError('this install has no bundled model; pass --workdir=DIR of a trained run')
+  return pretrained.load(path)
+
+
 @command
 def main(argv):
   del argv
   check_flags(_TEMPERATURE.value, _LENGTH.value, _TOP_K.value, _TOP_P.value, _NUM_SAMPLES.value)
   import jax  # Imported after the flags are checked: a bad flag fails fast.
   import numpy as np
-  from lstmgen import sample, train
+  from lstmgen import sample
 
-  if _WORKDIR.value is None:
-    raise UserError('pass --workdir=DIR of a trained run')
-  _, vocab, model, params = train.load_run(_WORKDIR.value, _STEP.value)
+  _, vocab, model, params = load_model(_WORKDIR.value, _STEP.value, _CHECKPOINT.value)
   prompt = _PROMPT.value
   if _PROMPT_FILE.value:
     try:
