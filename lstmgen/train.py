@@ -234,7 +234,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     return jax.device_get(unreplicate(state))
 
   def save(step):
-    mngr.save(step, args=ocp.args.StandardSave(host_state()), force=True)
+    try:
+      mngr.save(step, args=ocp.args.StandardSave(host_state()), force=True)
+      mngr.wait_until_finished()  # Surface a failed write (a full disk) here, at its step.
+    except OSError as e:
+      # Orbax writes into a temporary directory and renames it when complete, so a failed save
+      # leaves the previous checkpoint as the latest one.
+      raise UserError(f'could not save the checkpoint at step {step} ({e.strerror or e}); the '
+                      f'checkpoint at step {mngr.latest_step()} is intact; free disk space and '
+                      'relaunch to continue from it') from None
 
   chars_per_step = config.batch_size * config.seq_len
   pending, last_log = [], None  # Metrics since the last log; (time, step) of the last log.

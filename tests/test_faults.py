@@ -158,3 +158,23 @@ def test_generate_and_evaluate_on_a_workdir_without_checkpoint(tmp_path, corpus_
     proc = subprocess.run([sys.executable, '-m', module, f'--workdir={tmp_path}', *extra], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and 'has no checkpoint yet' in proc.stderr
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, corpus_file, monkeypatch):
+  import errno
+  import orbax.checkpoint as ocp
+  from lstmgen.errors import UserError
+  from tests.test_train import tiny_config
+  train.train_and_evaluate(tiny_config(corpus_file, num_steps=20), str(tmp_path))
+
+  def disk_full(self, *args, **kwargs):
+    os.makedirs(os.path.join(self.directory, '40.orbax-checkpoint-tmp'), exist_ok=True)
+    raise OSError(errno.ENOSPC, 'No space left on device')
+
+  monkeypatch.setattr(ocp.CheckpointManager, 'save', disk_full)
+  with pytest.raises(UserError, match=r'step 40 \(No space left on device\); the checkpoint at '
+                                      r'step 20 is intact'):
+    train.train_and_evaluate(tiny_config(corpus_file, num_steps=40), str(tmp_path))
+  monkeypatch.undo()
+  state = train.train_and_evaluate(tiny_config(corpus_file, num_steps=40), str(tmp_path))
+  assert int(state.step) == 40  # The relaunch resumed from step 20 and finished.
