@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import flax.jax_utils
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -65,7 +66,7 @@ def jax_train_throughput(config, steps: int, warmup: int = 2) -> dict:
   root = jax.random.key(0)
   state = train.init_state(model, tx, root, config.seq_len)
   devices = jax.local_devices()
-  state = train.flax.jax_utils.replicate(state, devices)
+  state = flax.jax_utils.replicate(state, devices)
   step = train.make_p_train_step(model, tx, root)
   windows = np.random.default_rng(0).integers(0, VOCAB, (len(devices), config.batch_size //
                                                          len(devices), config.seq_len + 1))

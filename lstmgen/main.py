@@ -10,6 +10,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from lstmgen.cli import command, parse_flags
+from lstmgen.errors import UserError
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, metrics, samples.')
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/grimm.py.',
@@ -30,7 +31,7 @@ def init_distributed() -> None:
   import jax  # pylint: disable=g-import-not-at-top
   if _COORDINATOR.value:
     if _NUM_PROCESSES.value is None or _PROCESS_ID.value is None:
-      raise app.UsageError('--coordinator_address needs --num_processes and --process_id')
+      raise UserError('--coordinator_address needs --num_processes and --process_id')
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # CPU devices only.
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   elif _DISTRIBUTED.value or (_DISTRIBUTED.value is None and

@@ -1,7 +1,8 @@
 """Exported models: a run as a small, self-contained directory (config.json, vocab.json, params.npz).
 
-Made by `python -m lstmgen.export`. Parameters only (no optimizer state), float32, in a plain .npz read with allow_pickle=False: what
-`python -m lstmgen.generate --checkpoint=DIR` loads, and how the bundled Grimm model is shipped.
+Made by `python -m lstmgen.export`. Parameters only (no optimizer state), float32, in a plain .npz
+read with allow_pickle=False: what `python -m lstmgen.generate --checkpoint=DIR` loads, and how the
+bundled Grimm model is shipped.
 """
 
 import json

@@ -331,8 +331,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
 
 def unreplicate(tree):
-  """This process's first copy of a replicated tree; purely local (indexing the global array
-  would run a computation that other processes do not join, and deadlock them)."""
+  """This process's first copy of a replicated tree, read locally.
+
+  Indexing the global array instead would run a computation that the other processes do not join,
+  and deadlock them at their next collective.
+  """
   return jax.tree.map(lambda x: x.addressable_data(0).reshape(x.shape[1:]), tree)
 
 

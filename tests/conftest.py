@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -20,6 +21,20 @@ def make_text(num_words: int = 3000, seed: int = 0) -> str:
   for i in range(0, num_words, 12):
     sentences.append(' '.join(words[i:i + 12]).capitalize() + '.')
   return '\n'.join(sentences) + '\n'
+
+
+TIMING = ('wall_time', 'chars_per_sec', 'steps_per_sec')
+
+
+def without_timing(events: list[dict]) -> list[dict]:
+  """metrics.jsonl events with the fields that depend on the machine's speed removed."""
+  return [{k: v for k, v in e.items() if k not in TIMING} for e in events]
+
+
+def assert_trees_equal(a, b):
+  """Bit-identical pytrees (params, optimizer states)."""
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 @pytest.fixture(scope='session')

@@ -7,12 +7,11 @@ import subprocess
 import sys
 import time
 
-import jax
 import numpy as np
 import pytest
 
 from lstmgen import train, writer
-from tests.conftest import ROOT, train_cli
+from tests.conftest import ROOT, assert_trees_equal, train_cli, without_timing
 
 LONG = ('--config.num_steps=1500', '--config.checkpoint_every=50', '--config.log_every=100',
         '--config.eval_every=500', '--config.sample_every=5000', '--config.model.dropout=0.2')
@@ -35,13 +34,11 @@ def wait_for_checkpoint(workdir, at_least, proc):
 
 
 def assert_same_params(a, b):
-  for x, y in zip(jax.tree.leaves(train.load_run(str(a))[3]), jax.tree.leaves(train.load_run(str(b))[3])):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  assert_trees_equal(train.load_run(str(a))[3], train.load_run(str(b))[3])
 
 
 def comparable(workdir):
-  return [{k: v for k, v in e.items() if k not in ('wall_time', 'chars_per_sec', 'steps_per_sec')}
-          for e in writer.read(str(workdir))]
+  return without_timing(writer.read(str(workdir)))
 
 
 @pytest.fixture(scope='module')

@@ -11,7 +11,7 @@ from configs import tiny
 from lstmgen import checkpoint, data, train, writer
 from lstmgen import model as model_lib
 from lstmgen.errors import UserError
-from tests.conftest import train_cli
+from tests.conftest import assert_trees_equal, train_cli, without_timing
 
 
 def tiny_config(corpus_file, **overrides):
@@ -28,11 +28,6 @@ def tiny_config(corpus_file, **overrides):
 
 def params_of(workdir):
   return train.load_run(workdir)[3]
-
-
-def assert_trees_equal(a, b):
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def test_training_lowers_the_loss_and_writes_the_run(tmp_path, corpus_file):
@@ -64,10 +59,8 @@ def test_a_second_launch_resumes_and_ends_where_one_run_would(tmp_path, corpus_f
   assert int(resumed.step) == 40
   assert_trees_equal(full.params, resumed.params)
   assert_trees_equal(full.opt_state, resumed.opt_state)
-  strip = lambda events: [{k: v for k, v in e.items() if k not in ('wall_time', 'chars_per_sec',
-                                                                     'steps_per_sec')} for e in events]
-  full_events, split_events = strip(writer.read(str(tmp_path / 'full'))), strip(
-      writer.read(str(tmp_path / 'split')))
+  full_events = without_timing(writer.read(str(tmp_path / 'full')))
+  split_events = without_timing(writer.read(str(tmp_path / 'split')))
   assert [e['step'] for e in split_events if 'val_bpc' in e] == [20, 40]
   assert [e for e in split_events if 'val_bpc' in e] == [e for e in full_events if 'val_bpc' in e]
 
