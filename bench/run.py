@@ -64,7 +64,7 @@ def jax_train_throughput(config, steps: int, warmup: int = 2) -> dict:
   model = model_lib.from_config(config, VOCAB)
   tx = train.make_optimizer(config)
   root = jax.random.key(0)
-  state = train.init_state(model, tx, root, config.seq_len)
+  state = train.init_state(model, tx, root, config)
   devices = jax.local_devices()
   state = flax.jax_utils.replicate(state, devices)
   step = train.make_p_train_step(model, tx, root)
@@ -72,15 +72,15 @@ def jax_train_throughput(config, steps: int, warmup: int = 2) -> dict:
                                                          len(devices), config.seq_len + 1))
   ids = np.arange(config.batch_size, dtype=np.int32).reshape(len(devices), -1)
   start = time.perf_counter()
-  state, metrics = step(state, windows, ids)
+  state, metrics, _ = step(state, windows, ids)
   jax.block_until_ready(metrics)
   compile_s = time.perf_counter() - start
   for _ in range(warmup):
-    state, metrics = step(state, windows, ids)
+    state, metrics, _ = step(state, windows, ids)
   jax.block_until_ready(metrics)
   start = time.perf_counter()
   for _ in range(steps):
-    state, metrics = step(state, windows, ids)
+    state, metrics, _ = step(state, windows, ids)
   jax.block_until_ready(metrics)
   seconds = time.perf_counter() - start
   return {'chars_per_sec': config.batch_size * config.seq_len * steps / seconds,
@@ -112,8 +112,7 @@ def bench_sample(length: int = 600, prompt_len: int = 100):
   print(f'b. sampling throughput ({length} new chars after a {prompt_len}-char prompt, same weights)')
   config = reference_config()
   model = model_lib.from_config(config, VOCAB)
-  params = train.init_state(model, train.make_optimizer(config), jax.random.key(0),
-                            prompt_len).params
+  params = train.init_state(model, train.make_optimizer(config), jax.random.key(0), config).params
   torch_model = torch_peer.load_jax_params(jax.device_get(params))
   for streams in (1, 128):
     prompt = np.random.default_rng(0).integers(0, VOCAB, (streams, prompt_len)).astype(np.int32)

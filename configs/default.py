@@ -27,6 +27,10 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.batch_size = 128  # Global batch (sequences per step), split over all devices.
   config.seq_len = 100  # Characters per training window (targets per row).
+  # Truncated BPTT across batches: each row reads its own contiguous stream of the text and the
+  # LSTM state carries from one step to the next (char-rnn's batching), instead of random windows
+  # that each start from zeros.
+  config.stateful = False
   config.learning_rate = 1e-3  # Adam.
   config.grad_clip_norm = 5.0  # Global-norm gradient clipping.
   config.num_steps = 2000

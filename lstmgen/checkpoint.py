@@ -17,7 +17,9 @@ from lstmgen.errors import UserError
 
 # Config fields that define a run's model and data: resuming with different values is refused.
 RUN_DEFINING = ('model', 'data.corpus', 'data.path', 'data.val_fraction', 'data.strip_gutenberg',
-                'dtype', 'seq_len')
+                'dtype', 'seq_len', 'stateful')
+# Fields added after runs were saved without them, and the value those runs used.
+BACKFILL = {'stateful': False}
 
 
 def config_path(workdir: str) -> str:
@@ -38,7 +40,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     raise UserError(f'{workdir} holds no lstmgen run (no config.json); train one first with '
                     f'python -m lstmgen.main --config=configs/grimm.py --workdir={workdir}')
   with open(path, encoding='utf-8') as f:
-    return ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict({**BACKFILL, **json.load(f)})
 
 
 def flatten(d, prefix='') -> dict:

@@ -144,6 +144,28 @@ def train_batch(ids: np.ndarray, seq_len: int, seed: int, step: int, batch_size:
   return ids[starts[:, None] + np.arange(seq_len + 1)].astype(np.int32)
 
 
+def chunks_per_epoch(num_ids: int, seq_len: int, batch_size: int) -> int:
+  """Steps in one stateful pass: whole seq_len chunks in each row's stream of num_ids // batch_size."""
+  return (num_ids // batch_size - 1) // seq_len
+
+
+def stream_batch(ids: np.ndarray, seq_len: int, seed: int, step: int, batch_size: int,
+                 rows: slice = slice(None)) -> tuple[np.ndarray, bool]:
+  """Rows of the global batch for `step` in stateful (truncated-BPTT) training, as char-rnn reads.
+
+  The text is cut into `batch_size` equal streams, one per row, read in consecutive seq_len
+  chunks, so a row's window at step s+1 continues its window at step s and the LSTM state can be
+  carried across. Each epoch shifts the cut by an offset drawn from (seed, epoch), reading the text
+  as a ring, so rows see different stretches from epoch to epoch. Returns the int32 windows
+  [len(rows), seq_len + 1] and whether this step starts an epoch (the carried state is reset).
+  """
+  n = len(ids)
+  epoch, chunk = divmod(step, chunks_per_epoch(n, seq_len, batch_size))
+  offset = np.random.default_rng([seed, epoch]).integers(0, n)
+  starts = (offset + np.arange(batch_size)[rows] * (n // batch_size) + chunk * seq_len)
+  return ids[(starts[:, None] + np.arange(seq_len + 1)) % n].astype(np.int32), chunk == 0
+
+
 def check_trainable(num_train_ids: int, seq_len: int, vocab_size: int) -> None:
   if vocab_size < 2:
     raise UserError('the corpus has a single distinct character: there is nothing to learn; '
@@ -151,6 +173,14 @@ def check_trainable(num_train_ids: int, seq_len: int, vocab_size: int) -> None:
   if num_train_ids < seq_len + 1:
     raise UserError(f'the training split has {num_train_ids} characters, fewer than seq_len + 1 = '
                     f'{seq_len + 1}; use a longer text or a smaller --config.seq_len')
+
+
+def check_streams(num_train_ids: int, seq_len: int, batch_size: int) -> None:
+  if chunks_per_epoch(num_train_ids, seq_len, batch_size) < 1:
+    raise UserError(f'stateful training cuts the training split ({num_train_ids} characters) into '
+                    f'batch_size={batch_size} streams of at least seq_len + 1 = {seq_len + 1}; use '
+                    'a longer text, a smaller --config.batch_size or --config.seq_len, or '
+                    '--config.stateful=False')
 
 
 def eval_streams(ids: np.ndarray, num_rows: int, seq_len: int) -> tuple[np.ndarray, ...]:

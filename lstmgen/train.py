@@ -15,6 +15,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
 
 from lstmgen import checkpoint, corpus, data, sample
 from lstmgen import model as model_lib
@@ -30,6 +31,7 @@ class TrainState:
   step: jax.Array
   params: Any
   opt_state: Any
+  carry: Any = None  # Stateful training: every row's LSTM state, [batch_size, hidden] per leaf.
 
 
 # ----------------------------------------------------------------------------- config and data
@@ -93,9 +95,11 @@ def make_optimizer(config) -> optax.GradientTransformation:
                      optax.adam(config.learning_rate))
 
 
-def init_state(model, tx, key, seq_len: int) -> TrainState:
-  params = model.init(key, jnp.zeros((1, seq_len), jnp.int32))['params']
-  return TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=tx.init(params))
+def init_state(model, tx, key, config) -> TrainState:
+  params = model.init(key, jnp.zeros((1, config.seq_len), jnp.int32))['params']
+  carry = model.initial_carry(config.batch_size) if config.stateful else None
+  return TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=tx.init(params),
+                    carry=carry)
 
 
 # ----------------------------------------------------------------------------- update and eval steps
@@ -105,23 +109,33 @@ def cross_entropy(logits_BxTxV, targets_BxT):
   return optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, targets_BxT)
 
 
-def train_step(state: TrainState, windows_BxT1, example_ids_B, *, model, tx, dropout_key):
-  """One update on this device's rows; gradients and metrics averaged over all devices."""
+def train_step(state: TrainState, windows_BxT1, example_ids_B, carry=None, reset_B=None, *,
+               model, tx, dropout_key):
+  """One update on this device's rows; gradients and metrics averaged over all devices.
+
+  Stateful training passes each row's carry from the previous step (zeroed where `reset_B`, at the
+  start of an epoch) and gets the new one back; gradients stop at the window's start (truncated
+  BPTT). Otherwise every window starts from zeros and the returned carry is None.
+  """
   step_key = jax.random.fold_in(dropout_key, state.step)
   # Keyed by the example's index in the global batch: the same masks on 1 device, N, or N hosts.
   keys_B = jax.vmap(lambda i: jax.random.fold_in(step_key, i))(example_ids_B)
+  if carry is not None:
+    carry = jax.tree.map(lambda x: jnp.where(reset_B[:, None], 0.0, x), carry)
 
   def loss_fn(params):
-    logits, _ = model.apply({'params': params}, windows_BxT1[:, :-1], dropout_keys_B=keys_B)
-    return cross_entropy(logits, windows_BxT1[:, 1:]).mean()
+    logits, new_carry = model.apply({'params': params}, windows_BxT1[:, :-1], carry,
+                                    dropout_keys_B=keys_B)
+    return cross_entropy(logits, windows_BxT1[:, 1:]).mean(), new_carry
 
-  loss, grads = jax.value_and_grad(loss_fn)(state.params)
+  (loss, new_carry), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   grads = jax.lax.pmean(grads, 'batch')
   loss = jax.lax.pmean(loss, 'batch')
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {'train_loss': loss, 'grad_norm': optax.tree.norm(grads)}
-  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+  state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+  return state, metrics, (new_carry if carry is not None else None)
 
 
 def eval_stream_loss(model, params, inputs_NxRxS, targets_NxRxS, weights_NxRxS):
@@ -142,7 +156,7 @@ def make_p_train_step(model, tx, root_key):
   return jax.pmap(
       functools.partial(train_step, model=model, tx=tx,
                         dropout_key=jax.random.fold_in(root_key, DROPOUT)),
-      axis_name='batch', donate_argnums=(0,))
+      axis_name='batch', donate_argnums=(0, 3))
 
 
 eval_stream_loss_jit = jax.jit(eval_stream_loss, static_argnums=0)
@@ -203,6 +217,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   vocab, ids = load_vocab_and_text(config, workdir)
   train_ids, val_ids = data.split(ids, config.data.val_fraction)
   data.check_trainable(len(train_ids), config.seq_len, len(vocab))
+  if config.stateful:
+    data.check_streams(len(train_ids), config.seq_len, config.batch_size)
   if is_chief:
     vocab.save(checkpoint.vocab_path(workdir))
     checkpoint.save_config(workdir, config)
@@ -213,7 +229,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   model = model_lib.from_config(config, len(vocab))
   tx = make_optimizer(config)
   root_key = jax.random.key(config.seed)
-  state = init_state(model, tx, jax.random.fold_in(root_key, INIT), config.seq_len)
+  state = init_state(model, tx, jax.random.fold_in(root_key, INIT), config)
   mngr = checkpoint.manager(workdir, config.keep_checkpoints)
   if mngr.latest_step() is not None:
     state = checkpoint.restore(mngr, state)
@@ -228,10 +244,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   rows = slice(jax.process_index() * local_batch, (jax.process_index() + 1) * local_batch)
   example_ids = np.arange(rows.start, rows.stop, dtype=np.int32).reshape(len(devices), -1)
   p_train_step = make_p_train_step(model, tx, root_key)
-  state = flax.jax_utils.replicate(state, devices)
+  # The carry is per row, so it is split over devices, not replicated like the rest of the state.
+  carry = jax.tree.map(lambda x: np.asarray(x)[rows].reshape(len(devices), -1, x.shape[-1]),
+                       state.carry)
+  state = flax.jax_utils.replicate(state.replace(carry=None), devices)
 
   def host_state():
-    return jax.device_get(unreplicate(state))
+    return jax.device_get(unreplicate(state)).replace(carry=gather_rows(carry))
 
   def save(step):
     try:
@@ -301,10 +320,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                config.num_steps, jax.device_count(), jax.process_count(), chars_per_step)
   try:
     for step in range(start, config.num_steps):
-      windows = data.train_batch(train_ids, config.seq_len, config.seed, step, config.batch_size,
-                                 rows)
-      state, metrics = p_train_step(state, windows.reshape(len(devices), -1, windows.shape[-1]),
-                                    example_ids)
+      if config.stateful:
+        windows, reset = data.stream_batch(train_ids, config.seq_len, config.seed, step,
+                                           config.batch_size, rows)
+        reset = np.full(example_ids.shape, reset)
+      else:
+        windows = data.train_batch(train_ids, config.seq_len, config.seed, step,
+                                   config.batch_size, rows)
+        reset = None
+      state, metrics, carry = p_train_step(
+          state, windows.reshape(*example_ids.shape, -1), example_ids, carry, reset)
       pending.append(metrics)
       done = step + 1
       if done == start + 1:  # The first step compiles: time from its end (no event of its own,
@@ -327,7 +352,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     mngr.wait_until_finished()  # An in-flight save completes even when the loop raised.
     mngr.close()
     writer.close()
-  return unreplicate(state)
+  return unreplicate(state).replace(carry=gather_rows(carry))
 
 
 def unreplicate(tree):
@@ -337,6 +362,19 @@ def unreplicate(tree):
   and deadlock them at their next collective.
   """
   return jax.tree.map(lambda x: x.addressable_data(0).reshape(x.shape[1:]), tree)
+
+
+def gather_rows(tree):
+  """The global [batch, ...] host value of a tree split over every device of every process."""
+
+  def gather(x):
+    local = np.concatenate([np.asarray(s.data) for s in x.addressable_shards])
+    local = local.reshape(-1, *x.shape[2:])  # [local devices * rows per device, ...]
+    if jax.process_count() > 1:  # Rows are laid out by process, as the batch is.
+      local = multihost_utils.process_allgather(local).reshape(-1, *local.shape[1:])
+    return local
+
+  return jax.tree.map(gather, tree)
 
 
 def write_samples(config, model, params, vocab, source_ids, step, root_key, writer, workdir):
@@ -372,7 +410,7 @@ def load_run(workdir: str, step: int | None = None):
   if step is not None and step not in mngr.all_steps():
     raise UserError(f'{workdir} has no checkpoint at step {step}; it has {list(mngr.all_steps())}')
   target = jax.eval_shape(lambda: init_state(model, make_optimizer(config), jax.random.key(0),
-                                             config.seq_len))
+                                             config))
   state = checkpoint.restore(mngr, target, step)
   mngr.close()
   return config, vocab, model, state.params

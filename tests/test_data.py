@@ -93,3 +93,30 @@ def test_untrainable_corpora_are_refused():
     data.check_trainable(1000, 10, 1)
   with pytest.raises(UserError, match='fewer than seq_len'):
     data.check_trainable(5, 10, 30)
+
+
+def test_stateful_rows_read_contiguous_streams_and_reset_each_epoch():
+  ids = np.arange(1000, dtype=np.uint16)
+  seq_len, batch = 7, 4
+  epoch = data.chunks_per_epoch(len(ids), seq_len, batch)
+  assert epoch == (1000 // 4 - 1) // 7
+  batches = [data.stream_batch(ids, seq_len, 3, s, batch) for s in range(2 * epoch + 1)]
+  assert [reset for _, reset in batches] == [s % epoch == 0 for s in range(2 * epoch + 1)]
+  for s in range(1, 2 * epoch + 1):
+    prev, (cur, reset) = batches[s - 1][0], batches[s]
+    if not reset:  # Each row's window continues where its previous one ended.
+      np.testing.assert_array_equal(cur[:, 0], prev[:, -1])
+  # A pure function of (seed, step); a process's rows are those rows of the global batch.
+  np.testing.assert_array_equal(data.stream_batch(ids, seq_len, 3, 5, batch)[0], batches[5][0])
+  np.testing.assert_array_equal(data.stream_batch(ids, seq_len, 3, 5, batch, slice(2, 4))[0],
+                                batches[5][0][2:4])
+  # Rows are a quarter of the text apart (read as a ring); each epoch cuts it at a new place.
+  starts = batches[0][0][:, 0].astype(int)
+  np.testing.assert_array_equal((starts - starts[0]) % 1000, np.arange(batch) * (1000 // batch))
+  assert batches[epoch][0][0, 0] != starts[0]
+
+
+def test_stateful_training_refuses_a_text_too_short_for_its_streams():
+  data.check_streams(4 * 9, 7, 4)
+  with pytest.raises(UserError, match=r'batch_size=4 streams of at least seq_len \+ 1 = 8'):
+    data.check_streams(4 * 8 - 1, 7, 4)

@@ -41,7 +41,7 @@ def test_training_lowers_the_loss_and_writes_the_run(tmp_path, corpus_file):
   assert all('chars_per_sec' in e and e['chars_per_sec'] > 0 for e in events[1:] if 'train_loss' in e)
   vocab = data.Vocab.load(str(tmp_path / 'vocab.json'))
   init = train.init_state(model_lib.from_config(config, len(vocab)), train.make_optimizer(config),
-                          jax.random.fold_in(jax.random.key(config.seed), train.INIT), config.seq_len)
+                          jax.random.fold_in(jax.random.key(config.seed), train.INIT), config)
   for before, after in zip(jax.tree.leaves(init.params), jax.tree.leaves(state.params)):
     assert before.shape == after.shape and not np.allclose(before, after)
   for name in ('config.json', 'vocab.json', 'samples.txt', 'metrics.jsonl'):
@@ -117,3 +117,37 @@ def test_batch_must_divide_over_devices(tmp_path, corpus_file):
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1] == (
       'lstmgen: error: config.batch_size=6 does not divide evenly over 4 devices; use a multiple of 4')
+
+
+def test_stateful_training_carries_state_and_resumes_exactly(tmp_path, corpus_file):
+  # 32 rows of 32-char chunks: an epoch of the tiny text is ~13 steps, so the run crosses two.
+  config = lambda steps: tiny_config(corpus_file, num_steps=steps, stateful=True, batch_size=32,
+                                     seq_len=32, model__dropout=0.3)
+  full = train.train_and_evaluate(config(40), str(tmp_path / 'full'))
+  assert full.carry is not None and np.abs(np.asarray(full.carry[0][1])).max() > 0
+  train.train_and_evaluate(config(25), str(tmp_path / 'split'))  # Stops mid-epoch.
+  resumed = train.train_and_evaluate(config(40), str(tmp_path / 'split'))
+  assert_trees_equal(full, resumed)  # Params, optimizer state and every row's carry.
+  vals = lambda run: [e for e in without_timing(writer.read(str(tmp_path / run))) if 'val_bpc' in e]
+  assert vals('full') == [e for e in vals('split') if e['step'] != 25]
+  # Carrying the state changes training: it is not the random-window run.
+  plain = train.train_and_evaluate(tiny_config(corpus_file, num_steps=40, batch_size=32,
+                                               seq_len=32, model__dropout=0.3),
+                                   str(tmp_path / 'plain'))
+  assert not np.allclose(np.asarray(plain.params['logits']['kernel']),
+                         np.asarray(full.params['logits']['kernel']))
+  with pytest.raises(UserError, match=r'stateful: True -> False'):
+    train.train_and_evaluate(tiny_config(corpus_file, num_steps=50, batch_size=32, seq_len=32,
+                                         model__dropout=0.3), str(tmp_path / 'full'))
+
+
+def test_stateful_training_on_two_devices_matches_one_and_resumes_on_one(tmp_path, corpus_file):
+  args = ('--config.log_every=1', '--config.model.dropout=0.3', '--config.stateful=True')
+  train_cli(tmp_path / 'one', corpus_file, '--config.num_steps=30', *args, env=_device_env(1))
+  train_cli(tmp_path / 'two', corpus_file, '--config.num_steps=15', *args, env=_device_env(2))
+  train_cli(tmp_path / 'two', corpus_file, '--config.num_steps=30', *args, env=_device_env(1))
+  # Every step's loss, and the validations at 20 and 30 (the stop adds one at 15).
+  one, two = ([x for s, t, v in _losses(str(tmp_path / run)) if s != 15 or v is None
+               for x in (s, t, v) if x is not None] for run in ('one', 'two'))
+  assert len(one) == len(two) > 60
+  np.testing.assert_allclose(two, one, rtol=1e-5)
