@@ -17,6 +17,7 @@ import numpy as np
 
 from bench import torch_peer
 from configs import default
+from lstmgen import hostmem
 from lstmgen import model as model_lib
 from lstmgen import sample, train
 
@@ -180,7 +181,8 @@ def main():
   args = parser.parse_args()
   print(f'machine: {torch_peer.describe_machine()}; jax {jax.__version__} on '
         f'{jax.devices()[0].platform} x{jax.device_count()}; load average '
-        f'{os.getloadavg()[0]:.2f}; {time.strftime("%Y-%m-%d")}', flush=True)
+        f'{os.getloadavg()[0]:.2f}; GLIBC_TUNABLES={os.environ.get("GLIBC_TUNABLES", "")!r}; '
+        f'{time.strftime("%Y-%m-%d")}', flush=True)
   todo = args.only.split(',')
   if 'train' in todo:
     bench_train(args.steps)
@@ -191,4 +193,5 @@ def main():
 
 
 if __name__ == '__main__':
+  hostmem.reexec_with_huge_pages()  # As lstmgen.main does: both frameworks measured under it.
   main()

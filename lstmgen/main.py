@@ -55,4 +55,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  from lstmgen import hostmem  # pylint: disable=g-import-not-at-top
+  hostmem.reexec_with_huge_pages()
   app.run(main, flags_parser=parse_flags)
