@@ -2,7 +2,6 @@
 
 import functools
 import os
-import signal
 import time
 from typing import Any
 
@@ -17,7 +16,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
-from lstmgen import checkpoint, corpus, data, sample
+from lstmgen import checkpoint, corpus, data, runctl, sample
 from lstmgen import model as model_lib
 from lstmgen.errors import UserError
 from lstmgen.writer import MetricWriter
@@ -172,45 +171,16 @@ def evaluate(model, params, ids: np.ndarray, num_rows: int, seq_len: int) -> dic
 # ----------------------------------------------------------------------------- the loop
 
 
-class _Preempted:
-  """Remembers a SIGTERM so the loop can finish its step, save, and exit cleanly."""
-
-  def __init__(self):
-    self.flag = False
-    try:
-      signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # Not the main thread (e.g. called from a test runner thread).
-      pass
-
-  def _handle(self, signum, frame):
-    logging.warning('SIGTERM: finishing this step, saving a checkpoint, then exiting')
-    self.flag = True
-
-
-def _make_workdir(workdir: str) -> None:
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f'.write_test{os.getpid()}')
-    open(probe, 'w').close()
-    os.remove(probe)
-  except OSError as e:
-    raise UserError(f'cannot write to workdir {workdir} ({e.strerror}); pick a writable --workdir')
-
-
-def _check_resumable(config, workdir: str) -> None:
-  if not os.path.exists(checkpoint.config_path(workdir)):
-    return
-  differ = checkpoint.differing_fields(checkpoint.load_config(workdir), config)
-  if differ:
-    raise UserError(f'{workdir} holds a run with a different model or data config '
-                    f'({"; ".join(differ)}); use a new --workdir or the same settings')
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains (or resumes) the run in `workdir` to config.num_steps; returns the final state."""
   validate(config)
-  _make_workdir(workdir)
-  _check_resumable(config, workdir)
+  runctl.make_workdir(workdir)
+  runctl.check_resumable(config, workdir)
+  with runctl.exclusive(workdir, enabled=jax.process_index() == 0):
+    return _train(config, workdir)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   is_chief = jax.process_index() == 0
 
   # Input pipeline: the whole corpus as ids; batches gathered per step.
@@ -265,7 +235,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   chars_per_step = config.batch_size * config.seq_len
   pending, last_log = [], None  # Metrics since the last log; (time, step) of the last log.
-  preempted = _Preempted()
+  preemption = runctl.Preemption()
 
   def flush(step):
     """Reads the pending metrics (blocking once), stops on NaN, logs the interval's means."""
@@ -331,11 +301,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       state, metrics, carry = p_train_step(
           state, windows.reshape(*example_ids.shape, -1), example_ids, carry, reset)
       pending.append(metrics)
+      if len(pending) > 1:  # At most one step queued ahead, so a SIGTERM is acted on promptly.
+        jax.block_until_ready(pending[-2])
       done = step + 1
+      stop = preemption.agreed()
       if done == start + 1:  # The first step compiles: time from its end (no event of its own,
         jax.block_until_ready(metrics)  # so a resumed run logs at the steps one run would).
         last_log = (time.time(), done)
-      is_last = done == config.num_steps or preempted.flag
+      is_last = done == config.num_steps or stop
       if done % config.log_every == 0 or is_last:
         flush(done)
       do_eval = done % config.eval_every == 0 or is_last
@@ -345,7 +318,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       if done % config.checkpoint_every == 0 or is_last:
         flush(done)  # Never checkpoint a state whose loss has not been checked.
         paused(save, done)
-      if preempted.flag:
+      if stop:
         logging.warning('saved step %d after SIGTERM; relaunch the same command to continue', done)
         break
   finally:

@@ -1,8 +1,11 @@
 """Several processes joined by jax.distributed on 127.0.0.1 train exactly what one process does."""
 
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -58,3 +61,23 @@ def test_a_failing_process_fails_the_launch_and_leaves_nothing_running(tmp_path)
   assert 'corpus file' in proc.stderr and 'does not exist' in proc.stderr
   leftover = subprocess.run(['pgrep', '-f', f'workdir={tmp_path}'], capture_output=True, text=True)
   assert leftover.stdout.strip() == ''
+
+
+def test_sigterm_to_one_process_stops_every_process_at_the_same_saved_step(tmp_path, corpus_file):
+  launcher = subprocess.Popen(
+      ['bash', 'launch/local.sh', '2', '1', '--config=configs/tiny.py', f'--workdir={tmp_path}',
+       f'--config.data.path={corpus_file}', '--config.num_steps=100000',
+       '--config.checkpoint_every=50', '--config.eval_every=100000', '--config.log_every=100'],
+      cwd=ROOT, env={**os.environ, 'PYTHON': sys.executable}, stderr=subprocess.PIPE, text=True)
+  ckpt = tmp_path / 'checkpoints'
+  while not (ckpt.is_dir() and any(d.isdigit() for d in os.listdir(ckpt))):
+    assert launcher.poll() is None, launcher.stderr.read()
+    time.sleep(0.1)
+  second = subprocess.run(['pgrep', '-f', f'process_id=1 .*workdir={tmp_path}'],
+                          capture_output=True, text=True).stdout.split()
+  os.kill(int(second[0]), signal.SIGTERM)  # Only process 1 is told: a pod preempting one worker.
+  _, err = launcher.communicate(timeout=120)
+  assert launcher.returncode == 0, err[-3000:]
+  saved = re.findall(r'saved step (\d+) after SIGTERM', err)
+  assert len(saved) == 2 and saved[0] == saved[1], err[-3000:]
+  assert int(saved[0]) in {int(d) for d in os.listdir(ckpt) if d.isdigit()}

@@ -79,6 +79,20 @@ def test_sigterm_saves_exits_zero_and_the_relaunch_continues(tmp_path, corpus_fi
   assert_same_params(tmp_path, uninterrupted)
 
 
+def test_a_second_trainer_on_a_busy_workdir_stops_without_touching_it(tmp_path, corpus_file):
+  proc = start_training(tmp_path, corpus_file)
+  wait_for_checkpoint(tmp_path, 50, proc)
+  second = train_cli(tmp_path, corpus_file, *LONG, check=False)
+  assert second.returncode == 2
+  assert second.stderr.strip().splitlines()[-1] == (
+      f'lstmgen: error: another lstmgen run (pid {proc.pid}) is training in {tmp_path}; wait for '
+      'it to finish or stop it, or use another --workdir')
+  proc.kill()  # The lock dies with its process, even on SIGKILL.
+  proc.wait()
+  resumed = train_cli(tmp_path, corpus_file, '--config.num_steps=1500', *LONG[1:])
+  assert 'resumed from step' in resumed.stderr
+
+
 def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, corpus_file):
   train_cli(tmp_path, corpus_file, '--config.num_steps=40', '--config.checkpoint_every=20')
   latest = tmp_path / 'checkpoints' / '40'
@@ -114,6 +128,7 @@ BAD_RUNS = [
     (('--config.num_steps=-5',), 'config.num_steps must be > 0'),
     (('--config.model.dropout=1.0',), 'config.model.dropout must be in [0, 1)'),
     (('--workdir={file}/sub',), 'cannot write to workdir'),
+    (('--config.stateful=True', '--config.batch_size=1024'), 'batch_size=1024 streams of at least'),
 ]
 
 

@@ -1,0 +1,94 @@
+"""A run's hold on its workdir, and stopping on SIGTERM at a step every process agrees on."""
+
+import contextlib
+import errno
+import fcntl
+import os
+import signal
+
+import jax
+import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
+
+from lstmgen import checkpoint
+from lstmgen.errors import UserError
+
+
+def make_workdir(workdir: str) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f'.write_test{os.getpid()}')
+    open(probe, 'w').close()
+    os.remove(probe)
+  except OSError as e:
+    raise UserError(f'cannot write to workdir {workdir} ({e.strerror}); pick a writable --workdir')
+
+
+def check_resumable(config, workdir: str) -> None:
+  if not os.path.exists(checkpoint.config_path(workdir)):
+    return
+  differ = checkpoint.differing_fields(checkpoint.load_config(workdir), config)
+  if differ:
+    raise UserError(f'{workdir} holds a run with a different model or data config '
+                    f'({"; ".join(differ)}); use a new --workdir or the same settings')
+
+
+@contextlib.contextmanager
+def exclusive(workdir: str, enabled: bool = True):
+  """Holds workdir/.lock for the run: a second trainer on the same workdir stops at once.
+
+  Two trainers would interleave their checkpoints, and Orbax's start-up cleanup of one deletes
+  the other's in-flight save. The lock is an flock, so it goes away with the process, even on
+  SIGKILL; on filesystems without flock the run goes on unguarded.
+  """
+  if not enabled:
+    yield
+    return
+  path = os.path.join(workdir, '.lock')
+  with open(path, 'a+') as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      if e.errno not in (errno.EAGAIN, errno.EACCES):
+        logging.warning('cannot lock %s (%s); not guarding against a second run', path, e)
+      else:
+        f.seek(0)
+        holder = f.read().strip() or 'unknown'
+        raise UserError(f'another lstmgen run (pid {holder}) is training in {workdir}; wait for '
+                        'it to finish or stop it, or use another --workdir') from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    try:
+      yield
+    finally:
+      f.truncate(0)  # The pid goes with the lock; the file stays for the next run.
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class Preemption:
+  """Remembers a SIGTERM so the loop can finish its step, save, and exit cleanly."""
+
+  def __init__(self):
+    self.flag = False
+    try:
+      signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # Not the main thread (e.g. called from a test runner thread).
+      pass
+
+  def _handle(self, signum, frame):
+    logging.warning('SIGTERM: finishing this step, saving a checkpoint, then exiting')
+    self.flag = True
+
+  def agreed(self) -> bool:
+    """Whether any process has been told to stop; every process gets the same answer.
+
+    Processes can see a SIGTERM at different steps. If each acted on its own flag, one would
+    enter the checkpoint's barrier while the others ran the next step's collectives, and the pod
+    would hang; so in a multi-process run the flags are all-gathered at every step.
+    """
+    if jax.process_count() == 1:
+      return self.flag
+    return bool(multihost_utils.process_allgather(np.array(self.flag)).any())
