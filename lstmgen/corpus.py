@@ -8,7 +8,7 @@ import time
 import urllib.error
 import urllib.request
 
-from lstmgen import data
+from lstmgen import textfile
 from lstmgen.errors import UserError
 
 
@@ -43,7 +43,7 @@ def check(raw: bytes, corpus: Corpus) -> str:
     return '' if digest == corpus.sha256 else f'sha256 {digest}, expected {corpus.sha256}'
   if corpus.gutenberg:
     text = raw.decode('utf-8', errors='replace')
-    if not (data._START.search(text) and data._END.search(text)):
+    if not textfile.has_gutenberg_markers(text):
       return 'no Project Gutenberg START/END markers'
   return ''
 

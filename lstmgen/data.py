@@ -7,53 +7,13 @@ build their own rows of the same global batch.
 
 import json
 import os
-import re
 from collections.abc import Sequence
 
 import numpy as np
 
 from lstmgen.errors import UserError
 
-_START = re.compile(r'^\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG.*$', re.MULTILINE)
-_END = re.compile(r'^\*\*\* ?END OF (THE|THIS) PROJECT GUTENBERG.*$', re.MULTILINE)
 _ENCODE_CHUNK = 1 << 22  # Characters encoded at a time: bounds the temporary code-point arrays.
-
-
-# ----------------------------------------------------------------------------- text cleaning
-
-
-def clean_text(text: str, strip_gutenberg: bool = True) -> str:
-  """Drops a BOM, turns CRLF (and lone CR) into LF, keeps a Gutenberg book between its markers."""
-  text = text.lstrip('\ufeff').replace('\r\n', '\n').replace('\r', '\n')
-  if strip_gutenberg:
-    start, end = _START.search(text), _END.search(text)
-    if start and end and start.end() < end.start():
-      text = text[start.end():end.start()].strip('\n') + '\n'
-  return text
-
-
-def decode_utf8(raw: bytes, path: str, errors: str = 'strict') -> str:
-  try:
-    return raw.decode('utf-8', errors=errors)
-  except UnicodeDecodeError as e:
-    line = raw.count(b'\n', 0, e.start) + 1
-    raise UserError(
-        f'{path} is not valid UTF-8 (byte {e.start}, line {line}: {raw[e.start:e.start + 4]!r}); '
-        'convert it to UTF-8, or pass --config.data.decode_errors=replace to substitute U+FFFD'
-    ) from None
-
-
-def read_text(path: str, strip_gutenberg: bool = True, decode_errors: str = 'strict') -> str:
-  """Reads and cleans a corpus file, with one clear error for each way the path can be wrong."""
-  if not path:
-    raise UserError('no corpus given; pass --config.data.path=FILE or --config.data.corpus=NAME')
-  if os.path.isdir(path):
-    raise UserError(f'corpus path {path} is a directory; pass a text file')
-  if not os.path.exists(path):
-    raise UserError(f'corpus file {path} does not exist; check --config.data.path')
-  with open(path, 'rb') as f:
-    raw = f.read()
-  return clean_text(decode_utf8(raw, path, decode_errors), strip_gutenberg)
 
 
 # ----------------------------------------------------------------------------- vocabulary

@@ -18,10 +18,10 @@ flags.mark_flags_as_required(['workdir', 'text'])
 @command
 def main(argv):
   del argv
-  from lstmgen import data, train
+  from lstmgen import textfile, train
 
   config, vocab, model, params = train.load_run(_WORKDIR.value, _STEP.value)
-  text = data.read_text(_TEXT.value, config.data.strip_gutenberg, config.data.decode_errors)
+  text = textfile.read_text(_TEXT.value, config.data.strip_gutenberg, config.data.decode_errors)
   unknown = vocab.unknown(text)
   if unknown:
     known = ''.join(c for c in text if c not in set(unknown))

@@ -16,7 +16,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
-from lstmgen import checkpoint, corpus, data, runctl, sample
+from lstmgen import checkpoint, corpus, data, runctl, sample, textfile
 from lstmgen import model as model_lib
 from lstmgen.errors import UserError
 from lstmgen.writer import MetricWriter
@@ -67,23 +67,16 @@ def corpus_path(config: ml_collections.ConfigDict) -> str:
   return config.data.path or corpus.resolve(config.data.corpus)
 
 
-def load_vocab_and_text(config, workdir: str) -> tuple[data.Vocab, np.ndarray]:
-  """The run's vocabulary (the workdir's, a given one, or the corpus's) and the corpus's ids."""
-  text = data.read_text(corpus_path(config), config.data.strip_gutenberg, config.data.decode_errors)
-  if not text:
-    raise UserError(f'the corpus {corpus_path(config)} is empty after cleaning; use a real text')
+def load_vocab_and_ids(config, workdir: str) -> tuple[data.Vocab, np.ndarray]:
+  """The run's vocabulary (the workdir's, a given one, or the corpus's) and the corpus's ids.
+
+  The ids are encoded once into workdir/cache and memory-mapped, so the corpus can exceed RAM.
+  """
   saved = checkpoint.vocab_path(workdir)
-  if os.path.exists(saved):
-    vocab = data.Vocab.load(saved)
-  elif config.data.vocab_path:
-    vocab = data.Vocab.load(config.data.vocab_path)
-  else:
-    vocab = data.Vocab.from_text(text)
-  unknown = vocab.unknown(text)
-  if unknown:
-    raise UserError(f'the corpus has characters outside the vocabulary {saved if os.path.exists(saved) else config.data.vocab_path}: '
-                    f'{"".join(unknown)!r}; use a vocabulary built from this corpus')
-  return vocab, vocab.encode(text)
+  given = saved if os.path.exists(saved) else config.data.vocab_path
+  return textfile.cached_ids(corpus_path(config), data.Vocab.load(given) if given else None,
+                             os.path.join(workdir, 'cache'), config.data.strip_gutenberg,
+                             config.data.decode_errors)
 
 
 # ----------------------------------------------------------------------------- train state
@@ -183,8 +176,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 def _train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   is_chief = jax.process_index() == 0
 
-  # Input pipeline: the whole corpus as ids; batches gathered per step.
-  vocab, ids = load_vocab_and_text(config, workdir)
+  # Input pipeline: the corpus's ids (memory-mapped); batches gathered per step.
+  vocab, ids = load_vocab_and_ids(config, workdir)
   train_ids, val_ids = data.split(ids, config.data.val_fraction)
   data.check_trainable(len(train_ids), config.seq_len, len(vocab))
   if config.stateful:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lstmgen import data
+from lstmgen import data, textfile
 from lstmgen.errors import UserError
 
 GUTENBERG = ('\ufeffThe Project Gutenberg EBook of Tales\r\nLicence blurb\r\n'
@@ -12,25 +12,25 @@ GUTENBERG = ('\ufeffThe Project Gutenberg EBook of Tales\r\nLicence blurb\r\n'
 
 
 def test_clean_text_strips_bom_crlf_and_gutenberg_wrapper():
-  assert data.clean_text(GUTENBERG) == 'Once upon a time.\nThe end.\n'
-  kept = data.clean_text(GUTENBERG, strip_gutenberg=False)
+  assert textfile.clean_text(GUTENBERG) == 'Once upon a time.\nThe end.\n'
+  kept = textfile.clean_text(GUTENBERG, strip_gutenberg=False)
   assert kept.startswith('The Project') and '\r' not in kept and 'More licence' in kept
 
 
 def test_clean_text_leaves_files_without_markers_alone():
-  assert data.clean_text('First Citizen:\nBefore we proceed.\n') == 'First Citizen:\nBefore we proceed.\n'
+  assert textfile.clean_text('First Citizen:\nBefore we proceed.\n') == 'First Citizen:\nBefore we proceed.\n'
 
 
 def test_read_text_errors_name_the_problem(tmp_path):
   with pytest.raises(UserError, match='does not exist'):
-    data.read_text(str(tmp_path / 'missing.txt'))
+    textfile.read_text(str(tmp_path / 'missing.txt'))
   with pytest.raises(UserError, match='is a directory'):
-    data.read_text(str(tmp_path))
+    textfile.read_text(str(tmp_path))
   bad = tmp_path / 'bad.txt'
   bad.write_bytes(b'fine line\nbroken \xff here\n')
   with pytest.raises(UserError, match=r'not valid UTF-8 \(byte 17, line 2.*decode_errors=replace'):
-    data.read_text(str(bad))
-  assert data.read_text(str(bad), decode_errors='replace') == 'fine line\nbroken \ufffd here\n'
+    textfile.read_text(str(bad))
+  assert textfile.read_text(str(bad), decode_errors='replace') == 'fine line\nbroken \ufffd here\n'
 
 
 def test_vocab_is_sorted_and_round_trips_unicode(tmp_path):
