@@ -180,6 +180,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument('--only', default='train,sample,memory')
   parser.add_argument('--steps', type=int, default=10, help='Timed training steps per framework.')
+  parser.add_argument('--corpus_mb', type=int, default=100, help='Synthetic corpus size for c.')
   args = parser.parse_args()
   print(f'machine: {torch_peer.describe_machine()}; jax {jax.__version__} on '
         f'{jax.devices()[0].platform} x{jax.device_count()}; load average '
@@ -191,7 +192,7 @@ def main():
   if 'sample' in todo:
     bench_sample()
   if 'memory' in todo:
-    bench_memory()
+    bench_memory(args.corpus_mb)
 
 
 if __name__ == '__main__':
