@@ -7,7 +7,7 @@ build their own rows of the same global batch.
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -143,21 +143,23 @@ def check_streams(num_train_ids: int, seq_len: int, batch_size: int) -> None:
                     '--config.stateful=False')
 
 
-def eval_streams(ids: np.ndarray, num_rows: int, seq_len: int) -> tuple[np.ndarray, ...]:
+def eval_blocks(ids: np.ndarray, num_rows: int, seq_len: int,
+                max_chunks: int = 256) -> Iterator[tuple[np.ndarray, ...]]:
   """Cuts a text into `num_rows` contiguous streams of whole `seq_len` chunks for stateful eval.
 
-  Returns inputs, targets and weights, each [num_chunks, num_rows, seq_len]: every character but
-  the first is a target exactly once (weight 1); padding has weight 0.
+  Yields inputs, targets and weights, each [chunks, num_rows, seq_len], in blocks of up to
+  `max_chunks` chunks, so memory stays bounded on any text; the LSTM state carries from block to
+  block. Every character but the first is a target exactly once (weight 1); padding has weight 0.
   """
   n = len(ids) - 1
   num_chunks = -(-n // (num_rows * seq_len))
   row_len = num_chunks * seq_len
   num_rows = -(-n // row_len)  # Fewer rows when the text is short: padding stays under one row.
-  pad = num_rows * row_len - n
-
-  def cut(a):
-    a = np.concatenate([a.astype(np.int32), np.zeros(pad, np.int32)])
-    return a.reshape(num_rows, row_len // seq_len, seq_len).transpose(1, 0, 2)
-
-  weights = cut(np.ones(n, np.int32)).astype(np.float32)
-  return cut(ids[:-1]), cut(ids[1:]), weights
+  for first in range(0, num_chunks, max_chunks):
+    k = min(max_chunks, num_chunks - first)
+    pos = np.arange(num_rows)[:, None] * row_len + first * seq_len + np.arange(k * seq_len)
+    valid = pos < n
+    pos = np.where(valid, pos, 0)
+    cut = lambda a: a.reshape(num_rows, k, seq_len).transpose(1, 0, 2)
+    yield (cut(ids[pos].astype(np.int32)), cut(ids[pos + 1].astype(np.int32)),
+           cut(valid.astype(np.float32)))

@@ -130,19 +130,6 @@ def train_step(state: TrainState, windows_BxT1, example_ids_B, carry=None, reset
   return state, metrics, (new_carry if carry is not None else None)
 
 
-def eval_stream_loss(model, params, inputs_NxRxS, targets_NxRxS, weights_NxRxS):
-  """Summed NLL (nats) and target count over contiguous streams, carrying state across chunks."""
-
-  def chunk(carry, xs):
-    inputs, targets, weights = xs
-    logits, carry = model.apply({'params': params}, inputs, carry)
-    return carry, (jnp.sum(cross_entropy(logits, targets) * weights), jnp.sum(weights))
-
-  carry = model.initial_carry(inputs_NxRxS.shape[1])
-  _, (nll_N, count_N) = jax.lax.scan(chunk, carry, (inputs_NxRxS, targets_NxRxS, weights_NxRxS))
-  return jnp.sum(nll_N), jnp.sum(count_N)
-
-
 def make_p_train_step(model, tx, root_key):
   """train_step compiled for every local device, the state donated (updated in place)."""
   return jax.pmap(
@@ -151,14 +138,31 @@ def make_p_train_step(model, tx, root_key):
       axis_name='batch', donate_argnums=(0, 3))
 
 
+def eval_stream_loss(model, params, carry, inputs_NxRxS, targets_NxRxS, weights_NxRxS):
+  """Summed NLL (nats), target count and final carry over chunks of contiguous streams."""
+
+  def chunk(carry, xs):
+    inputs, targets, weights = xs
+    logits, carry = model.apply({'params': params}, inputs, carry)
+    return carry, (jnp.sum(cross_entropy(logits, targets) * weights), jnp.sum(weights))
+
+  carry, (nll_N, count_N) = jax.lax.scan(chunk, carry, (inputs_NxRxS, targets_NxRxS, weights_NxRxS))
+  return jnp.sum(nll_N), jnp.sum(count_N), carry
+
+
 eval_stream_loss_jit = jax.jit(eval_stream_loss, static_argnums=0)
 
 
 def evaluate(model, params, ids: np.ndarray, num_rows: int, seq_len: int) -> dict:
   """Loss in nats and bits per character over every character of `ids` but the first."""
-  nll, count = eval_stream_loss_jit(model, params, *data.eval_streams(ids, num_rows, seq_len))
-  loss = float(nll) / float(count)
-  return {'val_loss': loss, 'val_bpc': loss / np.log(2)}
+  totals, carry = [], None
+  for inputs, targets, weights in data.eval_blocks(ids, num_rows, seq_len):
+    carry = carry or model.initial_carry(inputs.shape[1])
+    nll, count, carry = eval_stream_loss_jit(model, params, carry, inputs, targets, weights)
+    totals.append((nll, count))
+  nll, count = np.sum(jax.device_get(totals), axis=0, dtype=np.float64)
+  loss = nll / count
+  return {'val_loss': float(loss), 'val_bpc': float(loss / np.log(2))}
 
 
 # ----------------------------------------------------------------------------- the loop

@@ -78,10 +78,16 @@ def test_batches_reach_the_last_character():
   assert starts.min() == 0 and starts.max() == 12 - 5 - 1
 
 
-def test_eval_streams_score_every_character_but_the_first_once():
+@pytest.mark.parametrize('max_chunks', [1, 5, 1000])
+def test_eval_streams_score_every_character_but_the_first_once(max_chunks):
   ids = np.arange(1, 1000, dtype=np.uint16)
-  inputs, targets, weights = data.eval_streams(ids, num_rows=8, seq_len=7)
-  assert inputs.shape == targets.shape == weights.shape
+  blocks = list(data.eval_blocks(ids, num_rows=8, seq_len=7, max_chunks=max_chunks))
+  assert len(blocks) == -(-18 // max_chunks)  # 999 ids: 8 streams of 18 chunks of 7.
+  inputs, targets, weights = (np.concatenate(a) for a in zip(*blocks))
+  assert inputs.shape == targets.shape == weights.shape == (18, 8, 7)
+  # Streams are contiguous across blocks: each row's chunks follow one another.
+  np.testing.assert_array_equal(inputs[1:, :, 0][weights[1:, :, 0] > 0],
+                                inputs[:-1, :, -1][weights[1:, :, 0] > 0] + 1)
   assert weights.sum() == len(ids) - 1
   np.testing.assert_array_equal(np.sort(targets[weights > 0]), ids[1:])
   # Each target follows its input in the text.
