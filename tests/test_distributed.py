@@ -81,3 +81,15 @@ def test_sigterm_to_one_process_stops_every_process_at_the_same_saved_step(tmp_p
   saved = re.findall(r'saved step (\d+) after SIGTERM', err)
   assert len(saved) == 2 and saved[0] == saved[1], err[-3000:]
   assert int(saved[0]) in {int(d) for d in os.listdir(ckpt) if d.isdigit()}
+
+
+def test_stateful_two_processes_equal_one_device_and_resume_in_one(tmp_path, corpus_file):
+  args = (*ARGS, '--config.stateful=True')
+  one_device = {'XLA_FLAGS': '--xla_force_host_platform_device_count=1', 'JAX_PLATFORMS': 'cpu'}
+  train_cli(tmp_path / 'single', corpus_file, '--config.num_steps=20', *args, env=one_device)
+  # Each process carries its own rows' state; the checkpoint gathers every row from both.
+  launch_local(2, 1, tmp_path / 'pod', corpus_file, '--config.num_steps=10', *args)
+  train_cli(tmp_path / 'pod', corpus_file, '--config.num_steps=20', *args, env=one_device)
+  pod = [(e['step'], e.get('train_loss', e.get('val_loss'))) for e in writer.read(str(tmp_path / 'pod'))
+         if not (e['step'] == 10 and 'val_loss' in e)]  # The first launch's final validation.
+  assert_same_run(pod, metrics(tmp_path / 'single'))
