@@ -32,6 +32,7 @@ def get_config() -> ml_collections.ConfigDict:
   # that each start from zeros.
   config.stateful = False
   config.learning_rate = 1e-3  # Adam.
+  config.lr_schedule = 'constant'  # Or 'cosine': decays to 1% of learning_rate at num_steps.
   config.grad_clip_norm = 5.0  # Global-norm gradient clipping.
   config.num_steps = 2000
 

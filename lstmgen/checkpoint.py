@@ -19,7 +19,7 @@ from lstmgen.errors import UserError
 RUN_DEFINING = ('model', 'data.corpus', 'data.path', 'data.val_fraction', 'data.strip_gutenberg',
                 'dtype', 'seq_len', 'stateful')
 # Fields added after runs were saved without them, and the value those runs used.
-BACKFILL = {'stateful': False}
+BACKFILL = {'stateful': False, 'lr_schedule': 'constant'}
 
 
 def config_path(workdir: str) -> str:

@@ -53,6 +53,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise UserError(f'config.model.dropout must be in [0, 1), got {config.model.dropout}')
   if not 0 <= config.data.val_fraction < 1:
     raise UserError(f'config.data.val_fraction must be in [0, 1), got {config.data.val_fraction}')
+  if config.lr_schedule not in ('constant', 'cosine'):
+    raise UserError(f"config.lr_schedule must be 'constant' or 'cosine', got {config.lr_schedule!r}")
   if config.dtype not in ('float32', 'bfloat16'):
     raise UserError(f"config.dtype must be 'float32' or 'bfloat16', got {config.dtype!r}")
   if any(not t >= 0 for t in config.sample_temperatures):
@@ -82,6 +84,19 @@ def load_vocab_and_ids(config, workdir: str) -> tuple[data.Vocab, np.ndarray]:
 # ----------------------------------------------------------------------------- train state
 
 
+def lr_factor(config, step):
+  """The learning rate at `step` as a fraction of config.learning_rate.
+
+  'cosine' decays to 1% at config.num_steps (so changing num_steps mid-run changes the rest of
+  the schedule). Applied by scaling Adam's update, which is linear in the rate, so the optimizer
+  state, and every checkpoint's structure, is the same for all schedules.
+  """
+  if config.lr_schedule == 'constant':
+    return 1.0
+  progress = jnp.minimum(step / config.num_steps, 1.0)
+  return 0.01 + 0.99 * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+
+
 def make_optimizer(config) -> optax.GradientTransformation:
   return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm),
                      optax.adam(config.learning_rate))
@@ -102,7 +117,7 @@ def cross_entropy(logits_BxTxV, targets_BxT):
 
 
 def train_step(state: TrainState, windows_BxT1, example_ids_B, carry=None, reset_B=None, *,
-               model, tx, dropout_key):
+               model, tx, dropout_key, lr_factor_fn=lambda step: 1.0):
   """One update on this device's rows; gradients and metrics averaged over all devices.
 
   Stateful training passes each row's carry from the previous step (zeroed where `reset_B`, at the
@@ -124,16 +139,17 @@ def train_step(state: TrainState, windows_BxT1, example_ids_B, carry=None, reset
   grads = jax.lax.pmean(grads, 'batch')
   loss = jax.lax.pmean(loss, 'batch')
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  updates = jax.tree.map(lambda u: u * lr_factor_fn(state.step), updates)
   params = optax.apply_updates(state.params, updates)
   metrics = {'train_loss': loss, 'grad_norm': optax.tree.norm(grads)}
   state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
   return state, metrics, (new_carry if carry is not None else None)
 
 
-def make_p_train_step(model, tx, root_key):
+def make_p_train_step(model, tx, root_key, lr_factor_fn=lambda step: 1.0):
   """train_step compiled for every local device, the state donated (updated in place)."""
   return jax.pmap(
-      functools.partial(train_step, model=model, tx=tx,
+      functools.partial(train_step, model=model, tx=tx, lr_factor_fn=lr_factor_fn,
                         dropout_key=jax.random.fold_in(root_key, DROPOUT)),
       axis_name='batch', donate_argnums=(0, 3))
 
@@ -210,7 +226,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   local_batch = config.batch_size // jax.process_count()
   rows = slice(jax.process_index() * local_batch, (jax.process_index() + 1) * local_batch)
   example_ids = np.arange(rows.start, rows.stop, dtype=np.int32).reshape(len(devices), -1)
-  p_train_step = make_p_train_step(model, tx, root_key)
+  p_train_step = make_p_train_step(model, tx, root_key, functools.partial(lr_factor, config))
   # The carry is per row, so it is split over devices, not replicated like the rest of the state.
   carry = jax.tree.map(lambda x: np.asarray(x)[rows].reshape(len(devices), -1, x.shape[-1]),
                        state.carry)
@@ -248,6 +264,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
           f'checkpoint is kept in {workdir}; lower --config.learning_rate or check the data')
     now = time.time()
     event = {'step': step, 'wall_time': now, 'train_loss': float(losses.mean()),
+             'learning_rate': config.learning_rate * float(lr_factor(config, step - 1)),
              'grad_norm': float(np.mean([m['grad_norm'] for m in stacked]))}
     if last_log is not None and step > last_log[1]:
       steps_per_sec = (step - last_log[1]) / (now - last_log[0])

@@ -151,3 +151,13 @@ def test_stateful_training_on_two_devices_matches_one_and_resumes_on_one(tmp_pat
                for x in (s, t, v) if x is not None] for run in ('one', 'two'))
   assert len(one) == len(two) > 60
   np.testing.assert_allclose(two, one, rtol=1e-5)
+
+
+def test_cosine_schedule_decays_the_learning_rate_to_one_percent(tmp_path, corpus_file):
+  config = tiny_config(corpus_file, num_steps=40, lr_schedule='cosine', log_every=10)
+  np.testing.assert_allclose([float(train.lr_factor(config, s)) for s in (0, 20, 40, 80)],
+                             [1.0, 0.505, 0.01, 0.01], rtol=1e-6)
+  train.train_and_evaluate(config, str(tmp_path))
+  rates = [e['learning_rate'] for e in writer.read(str(tmp_path)) if 'learning_rate' in e]
+  assert len(rates) == 4 and rates == sorted(rates, reverse=True)
+  assert rates[0] < config.learning_rate and rates[-1] < 0.05 * config.learning_rate
