@@ -4,6 +4,7 @@ Everything is JSON or array data (no pickle), so loading a workdir never execute
 checkpoint holds one host copy of the state and restores onto whatever devices are present.
 """
 
+import dataclasses
 import json
 import os
 
@@ -76,6 +77,20 @@ def abstract(tree):
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
 
 
+def stored(state) -> dict:
+  """The fields of a train state that a checkpoint holds: those that are not None.
+
+  A field added later (the stateful carry) is absent from checkpoints of runs without it, so
+  checkpoints written before it existed still restore.
+  """
+  return {f.name: getattr(state, f.name) for f in dataclasses.fields(state)
+          if getattr(state, f.name) is not None}
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state) -> None:
+  mngr.save(step, args=ocp.args.StandardSave(stored(state)), force=True)
+
+
 def restore(mngr: ocp.CheckpointManager, target, step: int | None = None):
   """The checkpoint at `step` restored into `target`'s structure.
 
@@ -85,7 +100,8 @@ def restore(mngr: ocp.CheckpointManager, target, step: int | None = None):
   steps = [step] if step is not None else sorted(mngr.all_steps(), reverse=True)
   for i, s in enumerate(steps):
     try:
-      return mngr.restore(s, args=ocp.args.StandardRestore(abstract(target)))
+      restored = mngr.restore(s, args=ocp.args.StandardRestore(abstract(stored(target))))
+      return target.replace(**restored)
     except Exception as e:  # Orbax raises many types (ValueError, OSError, tensorstore errors).
       if i + 1 == len(steps):
         raise UserError(f'the checkpoint at step {s} in {mngr.directory} cannot be read ({e}); '

@@ -12,7 +12,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
@@ -237,7 +236,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
 
   def save(step):
     try:
-      mngr.save(step, args=ocp.args.StandardSave(host_state()), force=True)
+      checkpoint.save(mngr, step, host_state())
       mngr.wait_until_finished()  # Surface a failed write (a full disk) here, at its step.
     except OSError as e:
       # Orbax writes into a temporary directory and renames it when complete, so a failed save

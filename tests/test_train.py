@@ -161,3 +161,26 @@ def test_cosine_schedule_decays_the_learning_rate_to_one_percent(tmp_path, corpu
   rates = [e['learning_rate'] for e in writer.read(str(tmp_path)) if 'learning_rate' in e]
   assert len(rates) == 4 and rates == sorted(rates, reverse=True)
   assert rates[0] < config.learning_rate and rates[-1] < 0.05 * config.learning_rate
+
+
+def test_checkpoints_from_before_the_carry_field_still_resume(tmp_path, corpus_file):
+  import flax
+  import orbax.checkpoint as ocp
+
+  @flax.struct.dataclass
+  class OldTrainState:  # TrainState as the first release saved it.
+    step: jax.Array
+    params: dict
+    opt_state: tuple
+
+  config = tiny_config(corpus_file, num_steps=10)
+  state = train.train_and_evaluate(config, str(tmp_path))
+  mngr = checkpoint.manager(str(tmp_path))
+  mngr.save(20, args=ocp.args.StandardSave(OldTrainState(state.step + 10, state.params,
+                                                         state.opt_state)), force=True)
+  mngr.wait_until_finished()
+  mngr.close()
+  resumed = train.train_and_evaluate(tiny_config(corpus_file, num_steps=25), str(tmp_path))
+  assert int(resumed.step) == 25
+  assert '20.damaged' not in os.listdir(tmp_path / 'checkpoints')  # Step 20 restored, not set aside.
+  assert train.load_run(str(tmp_path))[0].lr_schedule == 'constant'
