@@ -76,7 +76,11 @@ def test_sigterm_to_one_process_stops_every_process_at_the_same_saved_step(tmp_p
   second = subprocess.run(['pgrep', '-f', f'process_id=1 .*workdir={tmp_path}'],
                           capture_output=True, text=True).stdout.split()
   os.kill(int(second[0]), signal.SIGTERM)  # Only process 1 is told: a pod preempting one worker.
-  _, err = launcher.communicate(timeout=120)
+  try:
+    _, err = launcher.communicate(timeout=120)  # Without agreement the pod hangs here.
+  finally:
+    launcher.terminate()  # local.sh stops its processes when told to.
+    launcher.wait()
   assert launcher.returncode == 0, err[-3000:]
   saved = re.findall(r'saved step (\d+) after SIGTERM', err)
   assert len(saved) == 2 and saved[0] == saved[1], err[-3000:]
