@@ -69,7 +69,7 @@ def jax_train_throughput(config, steps: int, warmup: int = 2) -> dict:
   state = train.init_state(model, tx, root, config)
   devices = jax.local_devices()
   state = flax.jax_utils.replicate(state, devices)
-  step = train.make_p_train_step(model, tx, root)
+  step = train.make_p_train_step(model, tx, root, config)
   windows = np.random.default_rng(0).integers(0, VOCAB, (len(devices), config.batch_size //
                                                          len(devices), config.seq_len + 1))
   ids = np.arange(config.batch_size, dtype=np.int32).reshape(len(devices), -1)

@@ -55,10 +55,14 @@ class Vocab:
     """Characters of `text` outside the vocabulary, sorted."""
     return sorted(set(text) - set(self._index))
 
+  @property
+  def dtype(self) -> np.dtype:
+    """uint16 while the vocabulary allows: corpus ids stay ~2 bytes a char."""
+    return np.dtype(np.uint16 if len(self) <= np.iinfo(np.uint16).max else np.int32)
+
   def encode(self, text: str) -> np.ndarray:
-    """Ids of `text` (uint16 while the vocabulary allows: corpus memory stays ~2 bytes a char)."""
-    dtype = np.uint16 if len(self) <= np.iinfo(np.uint16).max else np.int32
-    ids = np.empty(len(text), dtype)
+    """Ids of `text`, of `self.dtype`."""
+    ids = np.empty(len(text), self.dtype)
     for lo in range(0, len(text), _ENCODE_CHUNK):
       chunk = np.frombuffer(text[lo:lo + _ENCODE_CHUNK].encode('utf-32-le'), np.uint32)
       pos = np.searchsorted(self._codepoints, chunk)

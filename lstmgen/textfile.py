@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
+from lstmgen.data import Vocab
 from lstmgen.errors import UserError
 
 _START = re.compile(r'^\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG.*$', re.MULTILINE)
@@ -84,15 +85,17 @@ def _gutenberg_span(pieces: Iterable[str]) -> tuple[int, int] | None:
   return (start, end) if start is not None and end is not None and start < end else None
 
 
-def _clean(normalized: Callable[[], Iterable[str]], strip_gutenberg: bool) -> Iterator[str]:
-  """The book between its Gutenberg markers, newlines trimmed at both ends, plus one '\\n'."""
+def _cleaner(normalized: Callable[[], Iterable[str]],
+             strip_gutenberg: bool) -> Callable[[], Iterator[str]]:
+  """A function giving the cleaned pieces, as often as asked; the markers are searched once."""
   span = _gutenberg_span(normalized()) if strip_gutenberg else None
-  if span is None:
-    yield from normalized()
-    return
-  lo, hi = span
+  return lambda: normalized() if span is None else _book(normalized(), *span)
+
+
+def _book(pieces: Iterable[str], lo: int, hi: int) -> Iterator[str]:
+  """The text in [lo, hi), newlines trimmed at both ends, plus one '\\n'."""
   pos, leading, held = 0, True, ''  # `held`: newlines that end the book unless text follows.
-  for piece in normalized():
+  for piece in pieces:
     part = piece[max(lo - pos, 0):max(min(hi - pos, len(piece)), 0)]
     pos += len(piece)
     if leading:
@@ -113,7 +116,7 @@ def has_gutenberg_markers(text: str) -> bool:
 
 def clean_text(text: str, strip_gutenberg: bool = True) -> str:
   """Drops a BOM, turns CRLF (and lone CR) into LF, keeps a Gutenberg book between its markers."""
-  return ''.join(_clean(lambda: _normalize([text]), strip_gutenberg))
+  return ''.join(_cleaner(lambda: _normalize([text]), strip_gutenberg)())
 
 
 def check_file(path: str) -> None:
@@ -125,16 +128,19 @@ def check_file(path: str) -> None:
     raise UserError(f'corpus file {path} does not exist; check --config.data.path')
 
 
-def clean_pieces(path: str, strip_gutenberg: bool = True, decode_errors: str = 'strict',
-                 chunk_bytes: int = CHUNK_BYTES) -> Iterator[str]:
-  """The cleaned text of a file, a few MB at a time."""
+def file_cleaner(path: str, strip_gutenberg: bool = True, decode_errors: str = 'strict',
+                 chunk_bytes: int = CHUNK_BYTES) -> Callable[[], Iterator[str]]:
+  """A function giving the cleaned text of a file a few MB at a time, once per call.
+
+  Each call reads the file again; the Gutenberg markers are searched once, by this function.
+  """
   check_file(path)
-  return _clean(lambda: _normalize(_decode(path, decode_errors, chunk_bytes)), strip_gutenberg)
+  return _cleaner(lambda: _normalize(_decode(path, decode_errors, chunk_bytes)), strip_gutenberg)
 
 
 def read_text(path: str, strip_gutenberg: bool = True, decode_errors: str = 'strict') -> str:
   """The whole cleaned text of a file (for prompts and evaluation texts; training streams)."""
-  return ''.join(clean_pieces(path, strip_gutenberg, decode_errors))
+  return ''.join(file_cleaner(path, strip_gutenberg, decode_errors)())
 
 
 # ----------------------------------------------------------------------------- id cache
@@ -148,9 +154,7 @@ def cached_ids(path: str, vocab, cache_dir: str, strip_gutenberg: bool = True,
   and modification time and by the cleaning options and vocabulary, so an edited corpus is
   re-encoded; older caches in `cache_dir` are deleted, so it holds one corpus's ids at most.
   """
-  from lstmgen.data import Vocab  # pylint: disable=g-import-not-at-top  (data imports this module)
   check_file(path)
-  pieces = lambda: clean_pieces(path, strip_gutenberg, decode_errors, chunk_bytes)
   stat = os.stat(path)
   source = [_CACHE_FORMAT, os.path.abspath(path), stat.st_size, stat.st_mtime_ns, strip_gutenberg,
             decode_errors]
@@ -158,14 +162,16 @@ def cached_ids(path: str, vocab, cache_dir: str, strip_gutenberg: bool = True,
   target = os.path.join(cache_dir, f'ids-{key[:16]}')
   if vocab is None and os.path.exists(target + '.vocab.json'):
     vocab = Vocab.load(target + '.vocab.json')
+  pieces = None  # The file is read only when the cache lacks something.
   if vocab is None:
+    pieces = file_cleaner(path, strip_gutenberg, decode_errors, chunk_bytes)
     chars = set()
     for piece in pieces():
       chars.update(piece)
     vocab = Vocab(sorted(chars))
-  dtype = np.dtype(np.uint16 if len(vocab) <= np.iinfo(np.uint16).max else np.int32)
-  ids_path = f'{target}.{dtype.name}'
+  ids_path = f'{target}.{vocab.dtype.name}'
   if not os.path.exists(ids_path):
+    pieces = pieces or file_cleaner(path, strip_gutenberg, decode_errors, chunk_bytes)
     os.makedirs(cache_dir, exist_ok=True)
     for name in os.listdir(cache_dir):
       if name.startswith('ids-') and not name.startswith(os.path.basename(target)) and '.tmp' not in name:
@@ -174,7 +180,7 @@ def cached_ids(path: str, vocab, cache_dir: str, strip_gutenberg: bool = True,
     with open(tmp, 'wb') as f:
       for piece in pieces():
         try:
-          f.write(vocab.encode(piece).astype(dtype, copy=False).tobytes())
+          f.write(vocab.encode(piece).tobytes())
         except ValueError:
           os.remove(tmp)
           raise UserError(f'the corpus {path} has characters outside the vocabulary: '
@@ -184,4 +190,4 @@ def cached_ids(path: str, vocab, cache_dir: str, strip_gutenberg: bool = True,
     os.replace(tmp, ids_path)  # Complete or absent: concurrent writers produce the same file.
   if os.path.getsize(ids_path) == 0:
     raise UserError(f'the corpus {path} is empty after cleaning; use a real text')
-  return vocab, np.memmap(ids_path, dtype=dtype, mode='r')
+  return vocab, np.memmap(ids_path, dtype=vocab.dtype, mode='r')

@@ -116,7 +116,7 @@ def cross_entropy(logits_BxTxV, targets_BxT):
 
 
 def train_step(state: TrainState, windows_BxT1, example_ids_B, carry=None, reset_B=None, *,
-               model, tx, dropout_key, lr_factor_fn=lambda step: 1.0):
+               model, tx, dropout_key, lr_factor_fn):
   """One update on this device's rows; gradients and metrics averaged over all devices.
 
   Stateful training passes each row's carry from the previous step (zeroed where `reset_B`, at the
@@ -145,10 +145,11 @@ def train_step(state: TrainState, windows_BxT1, example_ids_B, carry=None, reset
   return state, metrics, (new_carry if carry is not None else None)
 
 
-def make_p_train_step(model, tx, root_key, lr_factor_fn=lambda step: 1.0):
+def make_p_train_step(model, tx, root_key, config):
   """train_step compiled for every local device, the state donated (updated in place)."""
   return jax.pmap(
-      functools.partial(train_step, model=model, tx=tx, lr_factor_fn=lr_factor_fn,
+      functools.partial(train_step, model=model, tx=tx,
+                        lr_factor_fn=functools.partial(lr_factor, config),
                         dropout_key=jax.random.fold_in(root_key, DROPOUT)),
       axis_name='batch', donate_argnums=(0, 3))
 
@@ -225,7 +226,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   local_batch = config.batch_size // jax.process_count()
   rows = slice(jax.process_index() * local_batch, (jax.process_index() + 1) * local_batch)
   example_ids = np.arange(rows.start, rows.stop, dtype=np.int32).reshape(len(devices), -1)
-  p_train_step = make_p_train_step(model, tx, root_key, functools.partial(lr_factor, config))
+  p_train_step = make_p_train_step(model, tx, root_key, config)
   # The carry is per row, so it is split over devices, not replicated like the rest of the state.
   carry = jax.tree.map(lambda x: np.asarray(x)[rows].reshape(len(devices), -1, x.shape[-1]),
                        state.carry)

@@ -44,6 +44,11 @@ def corpus_file(tmp_path_factory) -> str:
   return str(path)
 
 
+def device_env(n: int) -> dict:
+  """Environment for a subprocess that sees `n` CPU devices."""
+  return {'XLA_FLAGS': f'--xla_force_host_platform_device_count={n}', 'JAX_PLATFORMS': 'cpu'}
+
+
 def run_module(module: str, *args: str, env: dict | None = None, timeout: float = 300,
                check: bool = True) -> subprocess.CompletedProcess:
   """Runs `python -m module args` from the repository root, as a user would."""

@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from lstmgen import writer
-from tests.conftest import ROOT, train_cli
+from tests.conftest import ROOT, device_env, train_cli
 
 ARGS = ('--config.model.dropout=0.3', '--config.log_every=1')
 
@@ -35,7 +35,7 @@ def assert_same_run(a, b):
 
 
 def test_two_processes_of_two_devices_equal_one_device_and_resume_across(tmp_path, corpus_file):
-  one_device = {'XLA_FLAGS': '--xla_force_host_platform_device_count=1', 'JAX_PLATFORMS': 'cpu'}
+  one_device = device_env(1)
   train_cli(tmp_path / 'single', corpus_file, '--config.num_steps=30', *ARGS, env=one_device)
   launch_local(2, 2, tmp_path / 'pod', corpus_file, '--config.num_steps=20', *ARGS)
   single = metrics(tmp_path / 'single')
@@ -89,7 +89,7 @@ def test_sigterm_to_one_process_stops_every_process_at_the_same_saved_step(tmp_p
 
 def test_stateful_two_processes_equal_one_device_and_resume_in_one(tmp_path, corpus_file):
   args = (*ARGS, '--config.stateful=True')
-  one_device = {'XLA_FLAGS': '--xla_force_host_platform_device_count=1', 'JAX_PLATFORMS': 'cpu'}
+  one_device = device_env(1)
   train_cli(tmp_path / 'single', corpus_file, '--config.num_steps=20', *args, env=one_device)
   # Each process carries its own rows' state; the checkpoint gathers every row from both.
   launch_local(2, 1, tmp_path / 'pod', corpus_file, '--config.num_steps=10', *args)

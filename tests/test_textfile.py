@@ -20,7 +20,7 @@ def test_pieces_join_to_the_whole_file_cleaned(tmp_path, chunk_bytes, strip):
   path = tmp_path / 'book.txt'
   path.write_bytes(BOOK.encode('utf-8'))
   # Tiny chunks cut CRLFs, multi-byte characters and marker lines everywhere they can.
-  pieces = list(textfile.clean_pieces(str(path), strip, chunk_bytes=chunk_bytes))
+  pieces = list(textfile.file_cleaner(str(path), strip, chunk_bytes=chunk_bytes)())
   assert ''.join(pieces) == textfile.clean_text(BOOK, strip)
   if strip:
     assert ''.join(pieces).startswith('Es war einmal') and ''.join(pieces).endswith('here.\n')
@@ -31,7 +31,7 @@ def test_a_bad_byte_is_located_whatever_the_chunking(tmp_path):
   path.write_bytes('ä line one\nline two \xff end\n'.encode('utf-8').replace(b'\xc3\xbf', b'\xff'))
   for chunk_bytes in (1, 5, 1 << 20):
     with pytest.raises(UserError, match=r'not valid UTF-8 \(byte 21, line 2: '):
-      list(textfile.clean_pieces(str(path), chunk_bytes=chunk_bytes))
+      list(textfile.file_cleaner(str(path), chunk_bytes=chunk_bytes)())
 
 
 def test_ids_are_cached_memory_mapped_and_rebuilt_when_the_corpus_changes(tmp_path):

@@ -11,7 +11,7 @@ from configs import tiny
 from lstmgen import checkpoint, data, train, writer
 from lstmgen import model as model_lib
 from lstmgen.errors import UserError
-from tests.conftest import assert_trees_equal, train_cli, without_timing
+from tests.conftest import assert_trees_equal, device_env, train_cli, without_timing
 
 
 def tiny_config(corpus_file, **overrides):
@@ -88,18 +88,14 @@ def test_bfloat16_compute_trains_close_to_float32(tmp_path, corpus_file):
   assert abs(runs['bfloat16'] - runs['float32']) < 0.02 * runs['float32']
 
 
-def _device_env(n):
-  return {'XLA_FLAGS': f'--xla_force_host_platform_device_count={n}', 'JAX_PLATFORMS': 'cpu'}
-
-
 def _losses(workdir):
   return [(e['step'], e.get('train_loss'), e.get('val_loss')) for e in writer.read(workdir)]
 
 
 def test_four_devices_match_one_device_with_dropout(tmp_path, corpus_file):
   args = ('--config.num_steps=20', '--config.log_every=1', '--config.model.dropout=0.3')
-  train_cli(tmp_path / 'one', corpus_file, *args, env=_device_env(1))
-  train_cli(tmp_path / 'four', corpus_file, *args, env=_device_env(4))
+  train_cli(tmp_path / 'one', corpus_file, *args, env=device_env(1))
+  train_cli(tmp_path / 'four', corpus_file, *args, env=device_env(4))
   one, four = _losses(str(tmp_path / 'one')), _losses(str(tmp_path / 'four'))
   assert len(one) == len(four) > 20
   for (s1, t1, v1), (s4, t4, v4) in zip(one, four):
@@ -108,12 +104,12 @@ def test_four_devices_match_one_device_with_dropout(tmp_path, corpus_file):
                                [x for x in (t4, v4) if x is not None], rtol=1e-5)
   # A checkpoint written on 4 devices resumes on 1.
   train_cli(tmp_path / 'four', corpus_file, '--config.num_steps=30', '--config.log_every=1',
-            '--config.model.dropout=0.3', env=_device_env(1))
+            '--config.model.dropout=0.3', env=device_env(1))
   assert writer.read(str(tmp_path / 'four'))[-1]['step'] == 30
 
 
 def test_batch_must_divide_over_devices(tmp_path, corpus_file):
-  proc = train_cli(tmp_path, corpus_file, '--config.batch_size=6', env=_device_env(4), check=False)
+  proc = train_cli(tmp_path, corpus_file, '--config.batch_size=6', env=device_env(4), check=False)
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1] == (
       'lstmgen: error: config.batch_size=6 does not divide evenly over 4 devices; use a multiple of 4')
@@ -143,9 +139,9 @@ def test_stateful_training_carries_state_and_resumes_exactly(tmp_path, corpus_fi
 
 def test_stateful_training_on_two_devices_matches_one_and_resumes_on_one(tmp_path, corpus_file):
   args = ('--config.log_every=1', '--config.model.dropout=0.3', '--config.stateful=True')
-  train_cli(tmp_path / 'one', corpus_file, '--config.num_steps=30', *args, env=_device_env(1))
-  train_cli(tmp_path / 'two', corpus_file, '--config.num_steps=15', *args, env=_device_env(2))
-  train_cli(tmp_path / 'two', corpus_file, '--config.num_steps=30', *args, env=_device_env(1))
+  train_cli(tmp_path / 'one', corpus_file, '--config.num_steps=30', *args, env=device_env(1))
+  train_cli(tmp_path / 'two', corpus_file, '--config.num_steps=15', *args, env=device_env(2))
+  train_cli(tmp_path / 'two', corpus_file, '--config.num_steps=30', *args, env=device_env(1))
   # Every step's loss, and the validations at 20 and 30 (the stop adds one at 15).
   one, two = ([x for s, t, v in _losses(str(tmp_path / run)) if s != 15 or v is None
                for x in (s, t, v) if x is not None] for run in ('one', 'two'))
