@@ -20,6 +20,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.hidden_size = 256  # LSTM units per layer.
   config.model.num_layers = 2
   config.model.dropout = 0.5  # On each LSTM layer's output (between layers and before the logits).
+  # DropConnect on the recurrent weights (AWD-LSTM's weight drop): one mask per step for the batch.
+  config.model.weight_drop = 0.0
   config.model.forget_bias = 1.0  # Initial forget-gate bias: remember by default early in training.
 
   config.dtype = 'float32'  # Matmul compute dtype ('float32' or 'bfloat16'); params and state stay fp32.

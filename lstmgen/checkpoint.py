@@ -20,7 +20,7 @@ from lstmgen.errors import UserError
 RUN_DEFINING = ('model', 'data.corpus', 'data.path', 'data.val_fraction', 'data.strip_gutenberg',
                 'dtype', 'seq_len', 'stateful')
 # Fields added after runs were saved without them, and the value those runs used.
-BACKFILL = {'stateful': False, 'lr_schedule': 'constant'}
+BACKFILL = {'stateful': False, 'lr_schedule': 'constant', 'model.weight_drop': 0.0}
 
 
 def config_path(workdir: str) -> str:
@@ -41,7 +41,14 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     raise UserError(f'{workdir} holds no lstmgen run (no config.json); train one first with '
                     f'python -m lstmgen.main --config=configs/grimm.py --workdir={workdir}')
   with open(path, encoding='utf-8') as f:
-    return ml_collections.ConfigDict({**BACKFILL, **json.load(f)})
+    saved = json.load(f)
+  for field, value in BACKFILL.items():
+    *parents, name = field.split('.')
+    node = saved
+    for parent in parents:
+      node = node.setdefault(parent, {})
+    node.setdefault(name, value)
+  return ml_collections.ConfigDict(saved)
 
 
 def flatten(d, prefix='') -> dict:

@@ -125,13 +125,16 @@ class LSTMLayer(nn.Module):
   forget_bias: float = 1.0
   dtype: Any = jnp.float32
   unroll: int = 1
+  weight_drop: float = 0.0
 
   @nn.compact
-  def __call__(self, carry, x_TxBxD):
+  def __call__(self, carry, x_TxBxD, weight_drop_key=None):
     H = self.hidden_size
     wi = self.param('wi', nn.initializers.lecun_normal(), (x_TxBxD.shape[-1], 4 * H))
     wh = self.param('wh', _recurrent_init, (H, 4 * H))
     b = self.param('b', lambda k, s: jnp.zeros(s).at[H:2 * H].set(self.forget_bias), (4 * H,))
+    if weight_drop_key is not None and self.weight_drop > 0:
+      wh = _drop_weights(wh, weight_drop_key, self.weight_drop)
     if x_TxBxD.shape[0] == 1:
       # One step (sampling): no loop at all; a scan of length 1 costs ~10x the arithmetic here.
       c_BxH, h_BxH = carry
@@ -156,6 +159,16 @@ def _dropout(x_TxBxH, keys_B, rate: float, salt: int):
   return jnp.where(bits_TxBxH >= threshold, x_TxBxH * (1.0 / (1.0 - rate)), 0.0)
 
 
+def _drop_weights(w, key, rate: float):
+  """DropConnect on a weight matrix (AWD-LSTM's weight drop): one mask for the whole batch.
+
+  Dropping recurrent weights regularises the recurrence itself, which dropout between layers never
+  touches; the mask is fixed for all time steps, so the custom VJP sees a plain matrix.
+  """
+  keep = jax.random.bits(key, w.shape, jnp.uint16) >= round(rate * 65536)
+  return jnp.where(keep, w * (1.0 / (1.0 - rate)), 0.0)
+
+
 class CharLSTM(nn.Module):
   """Character LSTM LM. Takes and returns the per-layer carry so sequences can be continued."""
   vocab_size: int
@@ -166,24 +179,28 @@ class CharLSTM(nn.Module):
   forget_bias: float = 1.0
   dtype: Any = jnp.float32
   unroll: int = 1
+  weight_drop: float = 0.0  # DropConnect rate on each layer's recurrent weights (training only).
 
   def initial_carry(self, batch_size: int) -> Carry:
     zeros = jnp.zeros((batch_size, self.hidden_size), jnp.float32)
     return tuple((zeros, zeros) for _ in range(self.num_layers))
 
   @nn.compact
-  def __call__(self, tokens_BxT, carry: Carry | None = None, dropout_keys_B=None):
+  def __call__(self, tokens_BxT, carry: Carry | None = None, dropout_keys_B=None,
+               weight_drop_key=None):
     """Logits [B, T, V] (fp32) and the carry after the last token.
 
-    Dropout is applied only when `dropout_keys_B` (one PRNG key per example) is given.
+    Dropout is applied only when `dropout_keys_B` (one PRNG key per example) is given, weight drop
+    only when `weight_drop_key` (one key for the whole batch) is.
     """
     if carry is None:
       carry = self.initial_carry(tokens_BxT.shape[0])
     x = nn.Embed(self.vocab_size, self.embed_size, name='embed')(tokens_BxT.T)  # Row gather.
     new_carry = []
     for layer in range(self.num_layers):
+      layer_key = None if weight_drop_key is None else jax.random.fold_in(weight_drop_key, layer)
       layer_carry, x = LSTMLayer(self.hidden_size, self.forget_bias, self.dtype, self.unroll,
-                                 name=f'lstm_{layer}')(carry[layer], x)
+                                 self.weight_drop, name=f'lstm_{layer}')(carry[layer], x, layer_key)
       new_carry.append(layer_carry)
       if dropout_keys_B is not None and self.dropout > 0:
         x = _dropout(x, dropout_keys_B, self.dropout, layer)
@@ -196,7 +213,8 @@ def from_config(config, vocab_size: int) -> CharLSTM:
   m = config.model
   return CharLSTM(vocab_size=vocab_size, embed_size=m.embed_size, hidden_size=m.hidden_size,
                   num_layers=m.num_layers, dropout=m.dropout, forget_bias=m.forget_bias,
-                  dtype=jnp.dtype(config.dtype), unroll=config.scan_unroll)
+                  weight_drop=m.weight_drop, dtype=jnp.dtype(config.dtype),
+                  unroll=config.scan_unroll)
 
 
 def to_flax_cell_params(layer_params) -> dict:

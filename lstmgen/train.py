@@ -21,7 +21,7 @@ from lstmgen.errors import UserError
 from lstmgen.writer import MetricWriter
 
 # fold_in tags under the root key: one independent stream per use.
-INIT, DROPOUT, SAMPLE = 0, 1, 2
+INIT, DROPOUT, SAMPLE, WEIGHT_DROP = 0, 1, 2, 3
 
 
 @flax.struct.dataclass
@@ -48,8 +48,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for name, value in positive.items():
     if not 0 < value < float('inf'):
       raise UserError(f'config.{name} must be > 0, got {value}; set --config.{name}=...')
-  if not 0 <= config.model.dropout < 1:
-    raise UserError(f'config.model.dropout must be in [0, 1), got {config.model.dropout}')
+  for field in ('dropout', 'weight_drop'):
+    if not 0 <= config.model[field] < 1:
+      raise UserError(f'config.model.{field} must be in [0, 1), got {config.model[field]}')
   if not 0 <= config.data.val_fraction < 1:
     raise UserError(f'config.data.val_fraction must be in [0, 1), got {config.data.val_fraction}')
   if config.lr_schedule not in ('constant', 'cosine'):
@@ -116,7 +117,7 @@ def cross_entropy(logits_BxTxV, targets_BxT):
 
 
 def train_step(state: TrainState, windows_BxT1, example_ids_B, carry=None, reset_B=None, *,
-               model, tx, dropout_key, lr_factor_fn):
+               model, tx, dropout_key, weight_drop_key, lr_factor_fn):
   """One update on this device's rows; gradients and metrics averaged over all devices.
 
   Stateful training passes each row's carry from the previous step (zeroed where `reset_B`, at the
@@ -131,7 +132,8 @@ def train_step(state: TrainState, windows_BxT1, example_ids_B, carry=None, reset
 
   def loss_fn(params):
     logits, new_carry = model.apply({'params': params}, windows_BxT1[:, :-1], carry,
-                                    dropout_keys_B=keys_B)
+                                    dropout_keys_B=keys_B,
+                                    weight_drop_key=jax.random.fold_in(weight_drop_key, state.step))
     return cross_entropy(logits, windows_BxT1[:, 1:]).mean(), new_carry
 
   (loss, new_carry), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -150,7 +152,8 @@ def make_p_train_step(model, tx, root_key, config):
   return jax.pmap(
       functools.partial(train_step, model=model, tx=tx,
                         lr_factor_fn=functools.partial(lr_factor, config),
-                        dropout_key=jax.random.fold_in(root_key, DROPOUT)),
+                        dropout_key=jax.random.fold_in(root_key, DROPOUT),
+                        weight_drop_key=jax.random.fold_in(root_key, WEIGHT_DROP)),
       axis_name='batch', donate_argnums=(0, 3))
 
 

@@ -89,3 +89,26 @@ def test_dropout_mask_of_an_example_does_not_depend_on_its_batch_neighbours():
   np.testing.assert_allclose(whole[2:], half, atol=1e-6)
   plain, _ = model.apply({'params': params}, tokens)
   assert not np.allclose(whole, plain)
+
+
+def test_weight_drop_masks_recurrent_weights_for_the_whole_batch_only_when_keyed():
+  model = model_lib.CharLSTM(vocab_size=11, embed_size=4, hidden_size=8, num_layers=2,
+                             weight_drop=0.5)
+  tokens = jax.random.randint(jax.random.key(0), (4, 6), 0, 11)
+  params = model.init(jax.random.key(1), tokens)['params']
+  plain, _ = model_lib.CharLSTM(vocab_size=11, embed_size=4, hidden_size=8,
+                                num_layers=2).apply({'params': params}, tokens)
+  unkeyed, _ = model.apply({'params': params}, tokens)
+  np.testing.assert_array_equal(unkeyed, plain)  # Evaluation and sampling never drop weights.
+  key = jax.random.key(3)
+  loss = lambda p, toks: model.apply({'params': p}, toks, weight_drop_key=key)[0].sum()
+  assert not np.allclose(model.apply({'params': params}, tokens, weight_drop_key=key)[0], plain)
+  # One mask for every example: a row's output does not depend on its neighbours.
+  np.testing.assert_allclose(model.apply({'params': params}, tokens, weight_drop_key=key)[0][2:],
+                             model.apply({'params': params}, tokens[2:], weight_drop_key=key)[0],
+                             atol=1e-6)
+  # Dropped weights get no gradient; about half of each layer's are dropped, per layer differently.
+  grads = jax.grad(loss)(params, tokens)
+  dropped = [np.asarray(grads[f'lstm_{i}']['wh']) == 0 for i in range(2)]
+  assert all(0.3 < d.mean() < 0.7 for d in dropped) and (dropped[0] != dropped[1]).any()
+  np.testing.assert_array_equal(np.asarray(grads['lstm_0']['wi']) == 0, False)

@@ -138,7 +138,8 @@ def test_stateful_training_carries_state_and_resumes_exactly(tmp_path, corpus_fi
 
 
 def test_stateful_training_on_two_devices_matches_one_and_resumes_on_one(tmp_path, corpus_file):
-  args = ('--config.log_every=1', '--config.model.dropout=0.3', '--config.stateful=True')
+  args = ('--config.log_every=1', '--config.model.dropout=0.3', '--config.stateful=True',
+          '--config.model.weight_drop=0.25')  # Its mask is per step, the same on every device.
   train_cli(tmp_path / 'one', corpus_file, '--config.num_steps=30', *args, env=device_env(1))
   train_cli(tmp_path / 'two', corpus_file, '--config.num_steps=15', *args, env=device_env(2))
   train_cli(tmp_path / 'two', corpus_file, '--config.num_steps=30', *args, env=device_env(1))
@@ -180,3 +181,17 @@ def test_checkpoints_from_before_the_carry_field_still_resume(tmp_path, corpus_f
   assert int(resumed.step) == 25
   assert '20.damaged' not in os.listdir(tmp_path / 'checkpoints')  # Step 20 restored, not set aside.
   assert train.load_run(str(tmp_path))[0].lr_schedule == 'constant'
+
+
+def test_workdirs_saved_before_a_field_existed_get_the_value_they_ran_with(tmp_path, corpus_file):
+  config = tiny_config(corpus_file, num_steps=10)
+  train.train_and_evaluate(config, str(tmp_path))
+  saved = json.loads((tmp_path / 'config.json').read_text())
+  del saved['stateful'], saved['lr_schedule'], saved['model']['weight_drop']
+  (tmp_path / 'config.json').write_text(json.dumps(saved))
+  loaded = checkpoint.load_config(str(tmp_path))
+  assert (loaded.stateful, loaded.lr_schedule, loaded.model.weight_drop) == (False, 'constant', 0.0)
+  assert int(train.train_and_evaluate(tiny_config(corpus_file, num_steps=15), str(tmp_path)).step) == 15
+  with pytest.raises(UserError, match=r'model.weight_drop: 0.0 -> 0.25'):
+    train.train_and_evaluate(tiny_config(corpus_file, num_steps=20, model__weight_drop=0.25),
+                             str(tmp_path))
