@@ -146,17 +146,21 @@ class LSTMLayer(nn.Module):
     return carry, hs_TxBxH
 
 
-def _dropout(x_TxBxH, keys_B, rate: float, salt: int):
-  """Inverted dropout whose mask for example b depends only on keys_B[b], not on the device.
+def _drop(x, bits_uint16, rate: float):
+  """Inverted dropout of `x` where 16-bit random words fall under rate * 65536.
 
-  Masks compare 16-bit random words with a threshold: half the random bits of a float draw (the
-  threefry hash is most of dropout's cost on a CPU), with the rate resolved to 1/65536.
+  16-bit words are half the random bits of a float draw (the threefry hash is most of dropout's
+  cost on a CPU), with the rate resolved to 1/65536.
   """
-  threshold = round(rate * 65536)
+  return jnp.where(bits_uint16 >= round(rate * 65536), x * (1.0 / (1.0 - rate)), 0.0)
+
+
+def _dropout(x_TxBxH, keys_B, rate: float, salt: int):
+  """Inverted dropout whose mask for example b depends only on keys_B[b], not on the device."""
   bits_TxBxH = jax.vmap(
       lambda k: jax.random.bits(jax.random.fold_in(k, salt), x_TxBxH[:, 0].shape, jnp.uint16),
       out_axes=1)(keys_B)
-  return jnp.where(bits_TxBxH >= threshold, x_TxBxH * (1.0 / (1.0 - rate)), 0.0)
+  return _drop(x_TxBxH, bits_TxBxH, rate)
 
 
 def _drop_weights(w, key, rate: float):
@@ -165,8 +169,7 @@ def _drop_weights(w, key, rate: float):
   Dropping recurrent weights regularises the recurrence itself, which dropout between layers never
   touches; the mask is fixed for all time steps, so the custom VJP sees a plain matrix.
   """
-  keep = jax.random.bits(key, w.shape, jnp.uint16) >= round(rate * 65536)
-  return jnp.where(keep, w * (1.0 / (1.0 - rate)), 0.0)
+  return _drop(w, jax.random.bits(key, w.shape, jnp.uint16), rate)
 
 
 class CharLSTM(nn.Module):
