@@ -63,13 +63,18 @@ def lstm_recurrence(wh_Hx4H, xproj_TxBx4H, c0_BxH, h0_BxH, dtype=jnp.float32, un
 def _forward(wh_Hx4H, xproj_TxBx4H, c0_BxH, h0_BxH, dtype, unroll):
   wh_Hx4H = wh_Hx4H.astype(dtype)  # Cast once, not per step.
 
-  def step(carry, xproj_Bx4H):
-    c_BxH, h_BxH = carry
+  def step(carry, t):
+    c_BxH, h_BxH, buf_TxBx4H = carry
+    xproj_Bx4H = jax.lax.dynamic_index_in_dim(buf_TxBx4H, t, keepdims=False)
     acts, c_BxH, h_BxH = _gates(xproj_Bx4H + _matmul(h_BxH, wh_Hx4H, dtype), c_BxH)
-    return (c_BxH, h_BxH), (acts, c_BxH, h_BxH)
+    # Step t's activations overwrite its own (now spent) input projection: the input buffer is
+    # reused in place, where scan outputs would cost a fresh zero-filled T x B x 4H array per call
+    # (measured: 13 ms of a 100-step layer at the reference size, ~5% of a training step).
+    buf_TxBx4H = jax.lax.dynamic_update_index_in_dim(buf_TxBx4H, acts, t, 0)
+    return (c_BxH, h_BxH, buf_TxBx4H), (c_BxH, h_BxH)
 
-  (cT, hT), (acts_TxBx4H, cs_TxBxH, hs_TxBxH) = jax.lax.scan(
-      step, (c0_BxH, h0_BxH), xproj_TxBx4H, unroll=unroll)
+  (cT, hT, acts_TxBx4H), (cs_TxBxH, hs_TxBxH) = jax.lax.scan(
+      step, (c0_BxH, h0_BxH, xproj_TxBx4H), jnp.arange(xproj_TxBx4H.shape[0]), unroll=unroll)
   return hs_TxBxH, cT, hT, (acts_TxBx4H, cs_TxBxH)
 
 
@@ -86,9 +91,12 @@ def _recurrence_bwd(dtype, unroll, residuals, cotangents):
   hprev_TxBxH = jnp.concatenate([h0_BxH[None], hs_TxBxH[:-1]])
 
   def step(carry, xs):
-    dc_BxH, dh_BxH = carry
-    dh_out, acts, c, c_prev = xs
-    i, f, g, o = jnp.split(acts, 4, axis=-1)
+    # acts_Bx4H (step t's activations) rides in the carry, read from the buffer one step ahead:
+    # every read of the buffer then follows the previous in-place write, and XLA needs no copy of
+    # it (reading slot t in the same step as writing it cost a 52 MB copy per step).
+    dc_BxH, dh_BxH, acts_Bx4H, buf_TxBx4H = carry
+    t, dh_out, c, c_prev = xs
+    i, f, g, o = jnp.split(acts_Bx4H, 4, axis=-1)
     tanh_c = jnp.tanh(c)
     dh_BxH = dh_BxH + dh_out
     dc_BxH = dc_BxH + dh_BxH * o * (1 - tanh_c * tanh_c)
@@ -98,10 +106,15 @@ def _recurrence_bwd(dtype, unroll, residuals, cotangents):
         dc_BxH * i * (1 - g * g),
         dh_BxH * tanh_c * o * (1 - o),
     ], axis=-1)
-    return (dc_BxH * f, _matmul(dgates_Bx4H, whT_4HxH, dtype)), dgates_Bx4H
+    # As in the forward pass, step t's gate gradients overwrite its spent activations in place.
+    buf_TxBx4H = jax.lax.dynamic_update_index_in_dim(buf_TxBx4H, dgates_Bx4H, t, 0)
+    next_acts = jax.lax.dynamic_index_in_dim(buf_TxBx4H, jnp.maximum(t - 1, 0), keepdims=False)
+    return (dc_BxH * f, _matmul(dgates_Bx4H, whT_4HxH, dtype), next_acts, buf_TxBx4H), None
 
-  (dc0, dh0), dgates_TxBx4H = jax.lax.scan(
-      step, (dcT, dhT), (dhs_TxBxH, acts_TxBx4H, cs_TxBxH, cprev_TxBxH), reverse=True, unroll=unroll)
+  T = acts_TxBx4H.shape[0]
+  (dc0, dh0, _, dgates_TxBx4H), _ = jax.lax.scan(
+      step, (dcT, dhT, acts_TxBx4H[-1], acts_TxBx4H),
+      (jnp.arange(T), dhs_TxBxH, cs_TxBxH, cprev_TxBxH), reverse=True, unroll=unroll)
   dwh_Hx4H = _matmul_flat(hprev_TxBxH, dgates_TxBx4H, dtype, transpose_lhs=True)
   return dwh_Hx4H.astype(wh_Hx4H.dtype), dgates_TxBx4H, dc0, dh0
 
