@@ -67,7 +67,10 @@ def _project_fwd(x_NxI, w_IxO, dtype):
 
 def _project_bwd(dtype, residuals, g_NxO):
   x_NxI, w_IxO = residuals
-  dx_NxI = _matmul(g_NxO, w_IxO.T, dtype)
+  # Contracting both operands' last axes, not g @ w.T: XLA's CPU backend runs this form on the
+  # bf16 units but upcasts a dot with a transposed bf16 operand to fp32.
+  dx_NxI = jax.lax.dot_general(g_NxO.astype(dtype), w_IxO.astype(dtype), (((1,), (1,)), ((), ())),
+                               preferred_element_type=jnp.float32)
   dw_IxO = jax.lax.dot_general(x_NxI.astype(dtype), g_NxO.astype(dtype), (((0,), (0,)), ((), ())),
                                preferred_element_type=jnp.float32)
   return dx_NxI.astype(x_NxI.dtype), dw_IxO.astype(w_IxO.dtype)
