@@ -25,7 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.forget_bias = 1.0  # Initial forget-gate bias: remember by default early in training.
 
   config.dtype = 'float32'  # Matmul compute dtype ('float32' or 'bfloat16'); params and state stay fp32.
-  config.scan_unroll = 1  # Time steps per lax.scan iteration.
+  config.scan_unroll = 1  # Time steps per iteration of the forward lax.scan.
 
   config.batch_size = 128  # Global batch (sequences per step), split over all devices.
   config.seq_len = 100  # Characters per training window (targets per row).

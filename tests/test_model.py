@@ -4,14 +4,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from lstmgen import model as model_lib
 
 B, T, D, H = 3, 7, 5, 6
 
 
-def _layer_and_inputs():
-  layer = model_lib.LSTMLayer(H, forget_bias=0.5)
+def _layer_and_inputs(unroll=1):
+  layer = model_lib.LSTMLayer(H, forget_bias=0.5, unroll=unroll)
   x = jax.random.normal(jax.random.key(1), (T, B, D))
   c0 = jax.random.normal(jax.random.key(2), (B, H))
   h0 = jax.random.normal(jax.random.key(3), (B, H))
@@ -30,8 +31,9 @@ def _flax_cell_over_time(cell_params, x_TxBxD, carry):
   return jnp.stack(hs), (c, h)
 
 
-def test_fast_layer_equals_flax_lstm_cell_outputs_and_gradients():
-  layer, params, x, carry = _layer_and_inputs()
+@pytest.mark.parametrize('unroll', [1, 3])  # 3 does not divide T: a partly unrolled last step.
+def test_fast_layer_equals_flax_lstm_cell_outputs_and_gradients(unroll):
+  layer, params, x, carry = _layer_and_inputs(unroll)
   weights = jax.random.normal(jax.random.key(4), (T, B, H))
 
   def fast_loss(params, x, carry):
