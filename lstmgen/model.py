@@ -3,8 +3,10 @@
 Each layer computes its input projection for all time steps as one matmul outside the scan, so
 the scanned body holds only `h @ W_hh` and the gates. The recurrence has a custom VJP (what cuDNN
 does): the backward scan keeps only `dgates @ W_hh^T`, and the weight gradient is one large matmul
-after it. Parameters use one fused [i, f, g, o] layout; `to_flax_cell_params` maps a layer onto
-`flax.linen.LSTMCell`'s parameters, against which tests check outputs and gradients.
+after it. Both scans work in one T x B x 4H buffer, in place: input projections, then the
+activations, then the gate gradients. Parameters use one fused [i, f, g, o] layout;
+`to_flax_cell_params` maps a layer onto `flax.linen.LSTMCell`'s parameters, against which tests
+check outputs and gradients.
 """
 
 import functools
