@@ -73,8 +73,7 @@ def _project_bwd(dtype, residuals, g_NxO):
   # bf16 units but upcasts a dot with a transposed bf16 operand to fp32.
   dx_NxI = jax.lax.dot_general(g_NxO.astype(dtype), w_IxO.astype(dtype), (((1,), (1,)), ((), ())),
                                preferred_element_type=jnp.float32)
-  dw_IxO = jax.lax.dot_general(x_NxI.astype(dtype), g_NxO.astype(dtype), (((0,), (0,)), ((), ())),
-                               preferred_element_type=jnp.float32)
+  dw_IxO = _matmul_flat(x_NxI, g_NxO, dtype, transpose_lhs=True)
   return dx_NxI.astype(x_NxI.dtype), dw_IxO.astype(w_IxO.dtype)
 
 
