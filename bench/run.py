@@ -91,18 +91,27 @@ def jax_train_throughput(config, steps: int, warmup: int = 2) -> dict:
 
 def bench_train(steps: int):
   print('a. training throughput (2xLSTM-256, batch 128, seq 100, Adam, clip 5, dropout 0.5)')
-  peak = {d: torch_peer.matmul_peak_gflops(d) for d in ('float32', 'bfloat16')}
+  # The peak is the better of torch.mm and jnp.dot at the recurrence shape: either library's
+  # kernel can be the weaker one on a given CPU (on an AVX2-only EPYC torch's reached 25 GFLOP/s,
+  # below what either framework's whole training step achieves).
+  peak = {d: max(torch_peer.matmul_peak_gflops(d)['recurrence'], jax_matmul_gflops(jnp.dtype(d)))
+          for d in ('float32', 'bfloat16')}
   for dtype in ('float32', 'bfloat16'):
     config = reference_config(dtype=dtype)
     ours = jax_train_throughput(config, steps)
-    peer = torch_peer.torch_train_throughput(VOCAB, steps, 2, bf16=dtype == 'bfloat16')
     label = 'fp32' if dtype == 'float32' else 'bf16 (torch: autocast)'
+    try:
+      peer = torch_peer.torch_train_throughput(VOCAB, steps, 2, bf16=dtype == 'bfloat16')
+    except RuntimeError as e:  # oneDNN has no bf16 LSTM on CPUs without AVX-512 BF16 or AMX.
+      print(f'  train {label:<28} lstmgen {ours["chars_per_sec"]:>12,.1f} chars/s  torch cannot '
+            f'run it on this CPU: {str(e).splitlines()[0]}', flush=True)
+      continue
     row(f'train {label}', ours['chars_per_sec'], peer['chars_per_sec'], 'chars/s', 'torch')
     flops = 3 * forward_flops_per_char(config)
     for who, cps in (('lstmgen', ours['chars_per_sec']), ('torch', peer['chars_per_sec'])):
       achieved = cps * flops / 1e9
-      print(f'    {who}: {achieved:,.0f} GFLOP/s = {achieved / peak[dtype]["recurrence"]:.0%} of the '
-            f'measured {dtype} matmul peak at 128x256x1024 ({peak[dtype]["recurrence"]:,.0f} GFLOP/s)')
+      print(f'    {who}: {achieved:,.0f} GFLOP/s = {achieved / peak[dtype]:.0%} of the measured '
+            f'{dtype} matmul peak at 128x256x1024 ({peak[dtype]:,.0f} GFLOP/s, best of torch and jax)')
     if dtype == 'float32':
       print(f'  d. time to first step (compile), reference config: {ours["compile_s"]:.1f} s')
 
