@@ -94,7 +94,7 @@ def bench_train(steps: int):
   # The peak is the better of torch.mm and jnp.dot at the recurrence shape: either library's
   # kernel can be the weaker one on a given CPU (on an AVX2-only EPYC torch's reached 25 GFLOP/s,
   # below what either framework's whole training step achieves).
-  peak = {d: max(torch_peer.matmul_peak_gflops(d)['recurrence'], jax_matmul_gflops(jnp.dtype(d)))
+  peak = {d: max(torch_peer.matmul_peak_gflops(d), jax_matmul_gflops(jnp.dtype(d)))
           for d in ('float32', 'bfloat16')}
   for dtype in ('float32', 'bfloat16'):
     config = reference_config(dtype=dtype)

@@ -244,12 +244,11 @@ def _matmul_gflops(m, k, n, dtype):
   return 2 * m * k * n / _seconds_per_call(lambda: torch.mm(a, b, out=out)) / 1e9
 
 
-def matmul_peak_gflops(dtype='float32', m=128, k=256, n=1024, threads=None) -> dict:
-  """torch.mm GFLOP/s at the recurrence shape [m, k] @ [k, n] and at 2048^3."""
+def matmul_peak_gflops(dtype='float32', m=128, k=256, n=1024, threads=None) -> float:
+  """torch.mm GFLOP/s at the recurrence shape [m, k] @ [k, n]."""
   torch_dtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16}[dtype]
   with _num_threads(threads):
-    return {'recurrence': _matmul_gflops(m, k, n, torch_dtype),
-            'square': _matmul_gflops(2048, 2048, 2048, torch_dtype)}
+    return _matmul_gflops(m, k, n, torch_dtype)
 
 
 def _cpuinfo():
@@ -261,12 +260,12 @@ def _cpuinfo():
 
 
 def describe_machine() -> str:
-  """One line: CPU model, core and thread counts, AMX/AVX-512 flags, torch version."""
+  """One line: CPU model, core and thread counts, AMX/AVX-512/AVX2 flags, torch version."""
   info = _cpuinfo()
   model = re.search(r'^model name\s*:\s*(.*)$', info, re.M)
   flags = re.search(r'^flags\s*:\s*(.*)$', info, re.M)
   wide = sorted(f for f in (flags.group(1).split() if flags else [])
-                if f.startswith(('amx', 'avx512')))
+                if f.startswith(('amx', 'avx512', 'avx2')))
   # What torch's own dispatcher detected, which can differ from the flags (e.g. under a VM).
   capability = getattr(torch.backends.cpu, 'get_cpu_capability', lambda: 'unknown')()
   return (f"CPU: {model.group(1) if model else 'unknown'}; os.cpu_count={os.cpu_count()}; "

@@ -15,7 +15,7 @@ import optax
 from absl import logging
 from jax.experimental import multihost_utils
 
-from lstmgen import checkpoint, corpus, data, runctl, sample, textfile
+from lstmgen import checkpoint, corpus, data, hostcpu, runctl, sample, textfile
 from lstmgen import model as model_lib
 from lstmgen.errors import UserError
 from lstmgen.writer import MetricWriter
@@ -303,6 +303,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
                     step, root_key, writer, workdir)
 
   # Train loop.
+  if advice := hostcpu.bf16_warning(config.dtype, jax.default_backend(), hostcpu.read_cpuinfo()):
+    logging.warning(advice)
   logging.info('training steps %d..%d on %d devices (%d processes), %d chars per step', start,
                config.num_steps, jax.device_count(), jax.process_count(), chars_per_step)
   try:

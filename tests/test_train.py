@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from lstmgen import checkpoint, data, train, writer
+from lstmgen import checkpoint, data, hostcpu, train, writer
 from lstmgen import model as model_lib
 from lstmgen.errors import UserError
 from tests.conftest import assert_trees_equal, device_env, train_cli, without_timing
@@ -79,13 +79,18 @@ def test_resuming_with_a_different_model_is_refused(tmp_path, corpus_file):
   assert checkpoint.manager(str(tmp_path)).latest_step() == 10
 
 
-def test_bfloat16_compute_trains_close_to_float32(tmp_path, corpus_file):
-  runs = {}
+def test_bfloat16_compute_trains_close_to_float32(tmp_path, corpus_file, monkeypatch, caplog):
+  # As if on an AVX2-only CPU: the bf16 run (only) is told that float32 is faster there.
+  monkeypatch.setattr(hostcpu, 'read_cpuinfo', lambda: 'flags\t: sse2 avx avx2 fma\n')
+  runs, warned = {}, {}
   for dtype in ('float32', 'bfloat16'):
+    caplog.clear()
     train.train_and_evaluate(tiny_config(corpus_file, num_steps=40, dtype=dtype),
                              str(tmp_path / dtype))
     runs[dtype] = [e['val_loss'] for e in writer.read(str(tmp_path / dtype)) if 'val_loss' in e][-1]
+    warned[dtype] = any('no bf16 units' in r.getMessage() for r in caplog.records)
   assert abs(runs['bfloat16'] - runs['float32']) < 0.02 * runs['float32']
+  assert warned == {'float32': False, 'bfloat16': True}
 
 
 def _losses(workdir):
