@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from lstmgen import hostcpu
+
 
 class CharLSTM(nn.Module):
   """The tutorial's model. `forward` takes and returns the (h, c) state so sampling can carry it."""
@@ -251,21 +253,11 @@ def matmul_peak_gflops(dtype='float32', m=128, k=256, n=1024, threads=None) -> f
     return _matmul_gflops(m, k, n, torch_dtype)
 
 
-def _cpuinfo():
-  try:
-    with open('/proc/cpuinfo') as f:
-      return f.read()
-  except OSError:
-    return ''
-
-
 def describe_machine() -> str:
   """One line: CPU model, core and thread counts, AMX/AVX-512/AVX2 flags, torch version."""
-  info = _cpuinfo()
+  info = hostcpu.read_cpuinfo()
   model = re.search(r'^model name\s*:\s*(.*)$', info, re.M)
-  flags = re.search(r'^flags\s*:\s*(.*)$', info, re.M)
-  wide = sorted(f for f in (flags.group(1).split() if flags else [])
-                if f.startswith(('amx', 'avx512', 'avx2')))
+  wide = sorted(f for f in hostcpu.cpu_flags(info) or () if f.startswith(('amx', 'avx512', 'avx2')))
   # What torch's own dispatcher detected, which can differ from the flags (e.g. under a VM).
   capability = getattr(torch.backends.cpu, 'get_cpu_capability', lambda: 'unknown')()
   return (f"CPU: {model.group(1) if model else 'unknown'}; os.cpu_count={os.cpu_count()}; "
