@@ -34,11 +34,33 @@ def init_distributed() -> None:
       raise UserError('--coordinator_address needs --num_processes and --process_id')
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # CPU devices only.
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    connect_gloo()
   elif _DISTRIBUTED.value or (_DISTRIBUTED.value is None and
                               ',' in os.environ.get('TPU_WORKER_HOSTNAMES', '')):
     jax.distributed.initialize()
   if jax.process_index() != 0:
     logging.set_verbosity(logging.WARNING)  # Process 0 speaks for the run.
+
+
+def connect_gloo() -> None:
+  """Makes the gloo connections of every later collective now, while the processes are in step.
+
+  Gloo gives a process 30 s to meet its peers when it first connects a set of devices (at the
+  first collective over them), and one process can reach the first training step far later than
+  another (imports or compiles on a loaded machine, a slow disk): the run then dies with "Gloo
+  context initialization failed". So both device sets lstmgen's collectives use are connected
+  here, right after a barrier of the coordination service, which waits minutes: all devices (the
+  gradient pmean) and one device per process (process_allgather, Orbax's barriers). A made
+  connection then waits for a late peer (tested: 100 s late at the first step).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  from orbax.checkpoint import multihost  # pylint: disable=g-import-not-at-top
+  multihost.get_barrier_sync_fn()(key='lstmgen_connect_gloo', timeout_ms=10 * 60 * 1000)
+  ones = np.ones(jax.local_device_count(), np.int32)
+  jax.block_until_ready(jax.pmap(lambda x: jax.lax.psum(x, 'all'), axis_name='all')(ones))
+  multihost_utils.process_allgather(np.int32(0))
 
 
 @command

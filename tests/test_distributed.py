@@ -97,3 +97,42 @@ def test_stateful_two_processes_equal_one_device_and_resume_in_one(tmp_path, cor
   pod = [(e['step'], e.get('train_loss', e.get('val_loss'))) for e in writer.read(str(tmp_path / 'pod'))
          if not (e['step'] == 10 and 'val_loss' in e)]  # The first launch's final validation.
   assert_same_run(pod, metrics(tmp_path / 'single'))
+
+
+_LATE_PEER = '''
+import sys, time
+import jax, numpy as np
+from jax.experimental import multihost_utils
+from lstmgen import main
+port, pid = sys.argv[1], int(sys.argv[2])
+jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+jax.distributed.initialize(f'127.0.0.1:{port}', 2, pid)
+jax.devices()  # Start the backend, whose setup waits for every process, as training does.
+main.connect_gloo()
+# Gloo gives a peer 30 s to turn up at the first collective over a set of devices.
+if pid == 1:  # Late for the first over one device per process (Orbax's first barrier)...
+  time.sleep(32)
+flags = multihost_utils.process_allgather(np.int32(pid))
+if pid == 0:  # ...and the other one late for the first over all devices (the first step).
+  time.sleep(32)
+total = jax.pmap(lambda x: jax.lax.psum(x, 'i'), axis_name='i')(np.ones(2, np.float32))
+print(float(total[0]), flags.tolist())
+'''
+
+
+def test_a_process_reaching_its_first_collective_late_still_joins_it():
+  """A loaded machine can put one process's first collective 30+ s after another's (CI did)."""
+  port = subprocess.run([sys.executable, '-c', 'import socket; s = socket.socket(); '
+                         's.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'],
+                        capture_output=True, text=True, check=True).stdout.strip()
+  procs = [subprocess.Popen([sys.executable, '-c', _LATE_PEER, port, str(i)], cwd=ROOT,
+                            env={**os.environ, **device_env(2)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True) for i in range(2)]
+  try:
+    outs = [p.communicate(timeout=200) for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for p, (out, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+    assert out.strip().split('\n')[-1] == '4.0 [0, 1]'
