@@ -1,10 +1,22 @@
 """Shared fixtures: a small corpus written in the test, and a tiny run trained once per session."""
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
-import jax
+# Most tests launch the CLI, and every launch compiles the same tiny programs again: a compilation
+# cache shared by this session's processes halves a tiny training run (23 s -> 11 s on a 2-core
+# EPYC). It is fresh per session, so no test sees programs compiled by an earlier checkout.
+_COMPILE_CACHE = tempfile.mkdtemp(prefix='lstmgen-test-jax-cache-')
+atexit.register(shutil.rmtree, _COMPILE_CACHE, ignore_errors=True)
+os.environ.update(JAX_COMPILATION_CACHE_DIR=_COMPILE_CACHE,
+                  JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+                  JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position  # After the cache is set.
 import numpy as np
 import pytest
 
