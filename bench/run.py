@@ -113,7 +113,18 @@ def bench_train(steps: int):
       print(f'    {who}: {achieved:,.0f} GFLOP/s = {achieved / peak[dtype]:.0%} of the measured '
             f'{dtype} matmul peak at 128x256x1024 ({peak[dtype]:,.0f} GFLOP/s, best of torch and jax)')
     if dtype == 'float32':
-      print(f'  d. time to first step (compile), reference config: {ours["compile_s"]:.1f} s')
+      print_first_step(ours['compile_s'])
+
+
+def print_first_step(seconds: float):
+  cache = jax.config.jax_compilation_cache_dir  # Set by JAX_COMPILATION_CACHE_DIR.
+  print(f'  d. time to first step (compile), reference config: {seconds:.1f} s '
+        f'(compilation cache: {cache or "off"})', flush=True)
+
+
+def bench_first_step():
+  """d. alone: run it twice with JAX_COMPILATION_CACHE_DIR set to see a relaunch's first step."""
+  print_first_step(jax_train_throughput(reference_config(), steps=1)['compile_s'])
 
 
 # ----------------------------------------------------------------------------- b. sampling
@@ -187,7 +198,8 @@ def bench_memory(megabytes: int = 100):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument('--only', default='train,sample,memory')
+  parser.add_argument('--only', default='train,sample,memory',
+                      help='Comma-separated: train, sample, memory, first_step.')
   parser.add_argument('--steps', type=int, default=10, help='Timed training steps per framework.')
   parser.add_argument('--corpus_mb', type=int, default=100, help='Synthetic corpus size for c.')
   args = parser.parse_args()
@@ -202,6 +214,8 @@ def main():
     bench_sample()
   if 'memory' in todo:
     bench_memory(args.corpus_mb)
+  if 'first_step' in todo:  # Also printed by 'train'.
+    bench_first_step()
 
 
 if __name__ == '__main__':
