@@ -175,7 +175,10 @@ def cached_ids(path: str, vocab, cache_dir: str, strip_gutenberg: bool = True,
     os.makedirs(cache_dir, exist_ok=True)
     for name in os.listdir(cache_dir):
       if name.startswith('ids-') and not name.startswith(os.path.basename(target)) and '.tmp' not in name:
-        os.remove(os.path.join(cache_dir, name))
+        try:
+          os.remove(os.path.join(cache_dir, name))
+        except FileNotFoundError:  # Another process of the same run removed it first.
+          pass
     tmp = f'{ids_path}.tmp{os.getpid()}'
     with open(tmp, 'wb') as f:
       for piece in pieces():

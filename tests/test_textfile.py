@@ -51,3 +51,15 @@ def test_ids_are_cached_memory_mapped_and_rebuilt_when_the_corpus_changes(tmp_pa
       os.path.basename(ids2.filename)]  # The old corpus's ids are gone: bounded disk.
   with pytest.raises(UserError, match=r"characters outside the vocabulary: 'Abdefknort'"):
     textfile.cached_ids(str(path), data.Vocab(list('i .\n')), cache)
+
+
+def test_processes_encoding_at_once_tolerate_each_others_cache_cleanup(tmp_path, monkeypatch):
+  """Each process of a pod encodes the corpus; one can delete an old cache file the other listed."""
+  path = tmp_path / 'tale.txt'
+  path.write_text('once upon a time\n', encoding='utf-8')
+  cache = str(tmp_path / 'cache')
+  os.makedirs(cache)
+  listdir = os.listdir
+  monkeypatch.setattr(textfile.os, 'listdir', lambda d: [*listdir(d), 'ids-0123456789abcdef.uint8'])
+  vocab, ids = textfile.cached_ids(str(path), None, cache)
+  assert vocab.decode(ids) == 'once upon a time\n'
