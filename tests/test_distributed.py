@@ -3,6 +3,7 @@
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -122,9 +123,9 @@ print(float(total[0]), flags.tolist())
 
 def test_a_process_reaching_its_first_collective_late_still_joins_it():
   """A loaded machine can put one process's first collective 30+ s after another's (CI did)."""
-  port = subprocess.run([sys.executable, '-c', 'import socket; s = socket.socket(); '
-                         's.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'],
-                        capture_output=True, text=True, check=True).stdout.strip()
+  with socket.socket() as s:  # A free port for the coordinator, as launch/local.sh picks one.
+    s.bind(('127.0.0.1', 0))
+    port = str(s.getsockname()[1])
   procs = [subprocess.Popen([sys.executable, '-c', _LATE_PEER, port, str(i)], cwd=ROOT,
                             env={**os.environ, **device_env(2)}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True) for i in range(2)]
