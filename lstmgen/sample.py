@@ -10,6 +10,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from lstmgen import model as model_lib
+
 
 def filter_logits(logits_BxV, top_k: int = 0, top_p: float = 1.0):
   """Keeps the `top_k` most likely tokens (0: all) and the smallest set with mass >= `top_p`.
@@ -64,9 +66,11 @@ def sample_loop(step_fn: Callable, carry, logits_BxV, key, length: int, temperat
 
 def model_step_fn(model, params):
   """The model as a sampling step: one token per row in, next-token logits out."""
+  table_Vx4H = model_lib.input_table(params, model.dtype)  # Once, outside the sampling loop.
 
   def step_fn(carry, token_B):
-    logits_Bx1xV, carry = model.apply({'params': params}, token_B[:, None], carry)
+    logits_Bx1xV, carry = model.apply({'params': params}, token_B[:, None], carry,
+                                      input_table_Vx4H=table_Vx4H)
     return carry, logits_Bx1xV[:, 0]
 
   return step_fn

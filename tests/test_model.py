@@ -57,14 +57,17 @@ def test_fast_layer_equals_flax_lstm_cell_outputs_and_gradients(unroll):
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
 
 
-def test_scan_equals_feeding_one_token_at_a_time():
+@pytest.mark.parametrize('gather_inputs', [False, True])  # True: sampling's `input_table` path.
+def test_scan_equals_feeding_one_token_at_a_time(gather_inputs):
   model = model_lib.CharLSTM(vocab_size=11, embed_size=4, hidden_size=8, num_layers=2)
   tokens = jax.random.randint(jax.random.key(0), (2, 9), 0, 11)
   params = model.init(jax.random.key(1), tokens)['params']
   logits, carry = model.apply({'params': params}, tokens)
+  table = model_lib.input_table(params) if gather_inputs else None
   step_carry, step_logits = None, []
   for t in range(tokens.shape[1]):
-    out, step_carry = model.apply({'params': params}, tokens[:, t:t + 1], step_carry)
+    out, step_carry = model.apply({'params': params}, tokens[:, t:t + 1], step_carry,
+                                  input_table_Vx4H=table)
     step_logits.append(out)
   np.testing.assert_allclose(logits, jnp.concatenate(step_logits, 1), atol=1e-5)
   for a, b in zip(jax.tree.leaves(carry), jax.tree.leaves(step_carry)):
