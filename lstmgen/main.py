@@ -3,8 +3,10 @@
 The only module that defines training flags; `config` and `workdir` flow down from here.
 """
 
+import contextlib
 import os
 import sys
+import traceback
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -63,17 +65,54 @@ def connect_gloo() -> None:
   multihost_utils.process_allgather(np.int32(0))
 
 
+@contextlib.contextmanager
+def exit_at_once_if_distributed():
+  """In a multi-process run, a process that fails exits right away, with its status.
+
+  Python's normal exit would first wait in jax.distributed's shutdown barrier (5 min) for peers
+  that are themselves blocked in a collective waiting for it, and all that time neither
+  launch/local.sh nor a pod's scheduler could see it had failed (seen: a process whose corpus
+  failed to load hung for 5 min). Its own cleanup has run by then: the training loop's `finally`
+  has completed any checkpoint write.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_count() == 1:
+    yield
+    return
+  try:
+    yield
+  except SystemExit as e:
+    status = e.code if isinstance(e.code, int) else 1
+  except UserError as e:
+    print(f'lstmgen: error: {e}', file=sys.stderr)
+    status = 2
+  except jax.errors.JaxRuntimeError as e:  # Mostly a collective whose peer has gone.
+    print(f'lstmgen: error: {str(e).splitlines()[0]}; if another process of this run failed, '
+          'its own error says why', file=sys.stderr)
+    status = 1
+  except BaseException:  # pylint: disable=broad-except
+    traceback.print_exc()
+    status = 1
+  else:
+    return
+  logging.flush()
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(status)  # pylint: disable=protected-access
+
+
 @command
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   init_distributed()
   from lstmgen import train  # Imported after flag parsing: JAX starts only for a valid command.
-  try:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except FloatingPointError as e:
-    print(f'lstmgen: error: {e}', file=sys.stderr, flush=True)
-    sys.exit(1)
+  with exit_at_once_if_distributed():
+    try:
+      train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except FloatingPointError as e:
+      print(f'lstmgen: error: {e}', file=sys.stderr, flush=True)
+      sys.exit(1)
 
 
 if __name__ == '__main__':

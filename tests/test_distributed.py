@@ -121,11 +121,42 @@ print(float(total[0]), flags.tolist())
 '''
 
 
-def test_a_process_reaching_its_first_collective_late_still_joins_it():
-  """A loaded machine can put one process's first collective 30+ s after another's (CI did)."""
+def free_port() -> str:
   with socket.socket() as s:  # A free port for the coordinator, as launch/local.sh picks one.
     s.bind(('127.0.0.1', 0))
-    port = str(s.getsockname()[1])
+    return str(s.getsockname()[1])
+
+
+def test_a_process_failing_alone_exits_at_once_and_so_does_its_peer(tmp_path, corpus_file):
+  """A cluster where one host lacks the corpus: its process says why and both exit promptly.
+
+  Left to Python's exit, the failing process waited 5 min in jax.distributed's shutdown barrier,
+  so a launcher could not see that it had failed.
+  """
+  port, missing = free_port(), tmp_path / 'missing.txt'
+  # Separate workdirs: in a shared one, process 1 may find process 0's config.json (another path)
+  # and fail on that instead, as it should; this test wants one known error.
+  procs = [subprocess.Popen(
+      [sys.executable, '-m', 'lstmgen.main', '--config=configs/tiny.py', f'--workdir={tmp_path}/{i}',
+       f'--config.data.path={corpus_file if i == 0 else missing}', f'--process_id={i}',
+       f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2'],
+      cwd=ROOT, env={**os.environ, **device_env(1)}, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  try:
+    errs = [p.communicate(timeout=150)[1] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  assert procs[1].returncode == 2, errs[1][-3000:]
+  assert errs[1].strip().splitlines() == [
+      f'lstmgen: error: corpus file {missing} does not exist; check --config.data.path']
+  assert procs[0].returncode == 1, errs[0][-3000:]
+  assert 'if another process of this run failed' in errs[0].strip().splitlines()[-1]
+
+
+def test_a_process_reaching_its_first_collective_late_still_joins_it():
+  """A loaded machine can put one process's first collective 30+ s after another's (CI did)."""
+  port = free_port()
   procs = [subprocess.Popen([sys.executable, '-c', _LATE_PEER, port, str(i)], cwd=ROOT,
                             env={**os.environ, **device_env(2)}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True) for i in range(2)]
