@@ -13,9 +13,8 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
-from jax.experimental import multihost_utils
 
-from lstmgen import checkpoint, corpus, data, hostcpu, runctl, sample, textfile
+from lstmgen import checkpoint, corpus, data, hostcpu, replicas, runctl, sample, textfile
 from lstmgen import model as model_lib
 from lstmgen.errors import UserError
 from lstmgen.writer import MetricWriter
@@ -236,7 +235,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   state = flax.jax_utils.replicate(state.replace(carry=None), devices)
 
   def host_state():
-    return jax.device_get(unreplicate(state)).replace(carry=gather_rows(carry))
+    return jax.device_get(replicas.unreplicate(state)).replace(
+        carry=replicas.gather_rows(carry))
 
   def save(step):
     try:
@@ -258,7 +258,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     nonlocal pending, last_log
     if not pending:
       return
-    stacked = jax.device_get(unreplicate(pending))
+    stacked = jax.device_get(replicas.unreplicate(pending))
     losses = np.array([m['train_loss'] for m in stacked])
     bad = np.flatnonzero(~np.isfinite(losses))
     if bad.size:
@@ -291,7 +291,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     return out
 
   def eval_and_sample(step, do_eval, do_sample):
-    params = unreplicate(state.params)
+    params = replicas.unreplicate(state.params)
     if do_eval and len(val_ids) > 1:
       event = {'step': step, 'wall_time': time.time(),
                **evaluate(model, params, val_ids, config.eval_batch_size, config.seq_len)}
@@ -344,29 +344,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     mngr.wait_until_finished()  # An in-flight save completes even when the loop raised.
     mngr.close()
     writer.close()
-  return unreplicate(state).replace(carry=gather_rows(carry))
-
-
-def unreplicate(tree):
-  """This process's first copy of a replicated tree, read locally.
-
-  Indexing the global array instead would run a computation that the other processes do not join,
-  and deadlock them at their next collective.
-  """
-  return jax.tree.map(lambda x: x.addressable_data(0).reshape(x.shape[1:]), tree)
-
-
-def gather_rows(tree):
-  """The global [batch, ...] host value of a tree split over every device of every process."""
-
-  def gather(x):
-    local = np.concatenate([np.asarray(s.data) for s in x.addressable_shards])
-    local = local.reshape(-1, *x.shape[2:])  # [local devices * rows per device, ...]
-    if jax.process_count() > 1:  # Rows are laid out by process, as the batch is.
-      local = multihost_utils.process_allgather(local).reshape(-1, *local.shape[1:])
-    return local
-
-  return jax.tree.map(gather, tree)
+  return replicas.unreplicate(state).replace(carry=replicas.gather_rows(carry))
 
 
 def write_samples(config, model, params, vocab, source_ids, step, root_key, writer, workdir):
