@@ -10,6 +10,7 @@ check outputs and gradients.
 """
 
 import functools
+import math
 from typing import Any
 
 import jax
@@ -197,21 +198,37 @@ class LSTMLayer(nn.Module):
     return carry, hs_TxBxH
 
 
-def _drop(x, bits_uint16, rate: float):
-  """Inverted dropout of `x` where 16-bit random words fall under rate * 65536.
+def _draw_bits(rate: float) -> int:
+  """Bits per dropout draw: the fewest of 1, 2, 4 or 8 that hold `rate` exactly, else 16."""
+  return next((bits for bits in (1, 2, 4, 8) if (rate * 2**bits).is_integer()), 16)
 
-  16-bit words are half the random bits of a float draw (the threefry hash is most of dropout's
-  cost on a CPU), with the rate resolved to 1/65536.
+
+def _keep(key, shape, rate: float):
+  """A mask of `shape` that is True with probability 1 - rate (to 1/65536 at worst).
+
+  jax.random.bits costs one 32-bit threefry word per element whatever its dtype (measured:
+  uint16 as slow as uint32), so each word is cut here into 32 / b draws of b bits. At rate 0.5 a
+  draw is one bit: a layer's dropout bits at the reference size took 1.6 ms instead of 53 ms,
+  about 7% of a training step on the EPYC.
   """
-  return jnp.where(bits_uint16 >= round(rate * 65536), x * (1.0 / (1.0 - rate)), 0.0)
+  bits = _draw_bits(rate)
+  size = math.prod(shape)
+  words = jax.random.bits(key, (-(-size * bits // 32),), jnp.uint32)
+  shifts = jnp.arange(0, 32, bits, dtype=jnp.uint32)
+  draws = ((words[:, None] >> shifts) & (2**bits - 1)).reshape(-1)[:size].reshape(shape)
+  return draws >= round(rate * 2**bits)
+
+
+def _drop(x, keep, rate: float):
+  """Inverted dropout: kept entries scaled by 1 / (1 - rate), the rest zero."""
+  return jnp.where(keep, x * (1.0 / (1.0 - rate)), 0.0)
 
 
 def _dropout(x_TxBxH, keys_B, rate: float, salt: int):
   """Inverted dropout whose mask for example b depends only on keys_B[b], not on the device."""
-  bits_TxBxH = jax.vmap(
-      lambda k: jax.random.bits(jax.random.fold_in(k, salt), x_TxBxH[:, 0].shape, jnp.uint16),
-      out_axes=1)(keys_B)
-  return _drop(x_TxBxH, bits_TxBxH, rate)
+  keep_TxBxH = jax.vmap(lambda k: _keep(jax.random.fold_in(k, salt), x_TxBxH[:, 0].shape, rate),
+                        out_axes=1)(keys_B)
+  return _drop(x_TxBxH, keep_TxBxH, rate)
 
 
 def _drop_weights(w, key, rate: float):
@@ -220,7 +237,7 @@ def _drop_weights(w, key, rate: float):
   Dropping recurrent weights regularises the recurrence itself, which dropout between layers never
   touches; the mask is fixed for all time steps, so the custom VJP sees a plain matrix.
   """
-  return _drop(w, jax.random.bits(key, w.shape, jnp.uint16), rate)
+  return _drop(w, _keep(key, w.shape, rate), rate)
 
 
 class CharLSTM(nn.Module):

@@ -117,3 +117,14 @@ def test_weight_drop_masks_recurrent_weights_for_the_whole_batch_only_when_keyed
   dropped = [np.asarray(grads[f'lstm_{i}']['wh']) == 0 for i in range(2)]
   assert all(0.3 < d.mean() < 0.7 for d in dropped) and (dropped[0] != dropped[1]).any()
   np.testing.assert_array_equal(np.asarray(grads['lstm_0']['wi']) == 0, False)
+
+
+@pytest.mark.parametrize('rate', [0.5, 0.25, 0.1, 0.3])  # 1-, 2-, 16- and 16-bit draws.
+def test_dropout_keeps_each_entry_independently_with_probability_one_minus_rate(rate):
+  keep = np.asarray(model_lib._keep(jax.random.key(0), (400, 250), rate))  # pylint: disable=protected-access
+  # 100,000 draws: the standard error of a frequency is under 0.0016; 0.008 is 5 of them.
+  assert abs(keep.mean() - (1 - rate)) < 0.008
+  # Draws cut from one random word are independent: neighbours agree as often as chance says.
+  agree = (keep[:, 1:] == keep[:, :-1]).mean()
+  assert abs(agree - (rate**2 + (1 - rate)**2)) < 0.008
+  assert keep.shape == (400, 250)
