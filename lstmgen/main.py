@@ -31,15 +31,19 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def init_distributed() -> None:
   """Joins the multi-controller runtime when asked, before JAX touches a backend."""
   import jax  # pylint: disable=g-import-not-at-top
+  auto = _DISTRIBUTED.value or (_DISTRIBUTED.value is None and
+                                ',' in os.environ.get('TPU_WORKER_HOSTNAMES', ''))
+  if _COORDINATOR.value or auto:
+    # Collectives between processes' CPU devices (jax 0.10's default; older versions had none).
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   if _COORDINATOR.value:
     if _NUM_PROCESSES.value is None or _PROCESS_ID.value is None:
       raise UserError('--coordinator_address needs --num_processes and --process_id')
-    jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # CPU devices only.
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  elif auto:
+    jax.distributed.initialize()  # Detects the cluster: TPU VM slices, SLURM, ...
+  if jax.process_count() > 1 and jax.default_backend() == 'cpu':
     connect_gloo()
-  elif _DISTRIBUTED.value or (_DISTRIBUTED.value is None and
-                              ',' in os.environ.get('TPU_WORKER_HOSTNAMES', '')):
-    jax.distributed.initialize()
   if jax.process_index() != 0:
     logging.set_verbosity(logging.WARNING)  # Process 0 speaks for the run.
 

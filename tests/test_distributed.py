@@ -88,12 +88,37 @@ def test_sigterm_to_one_process_stops_every_process_at_the_same_saved_step(tmp_p
   assert int(saved[0]) in {int(d) for d in os.listdir(ckpt) if d.isdigit()}
 
 
-def test_stateful_two_processes_equal_one_device_and_resume_in_one(tmp_path, corpus_file):
+def launch_slurm(processes, workdir, corpus, *args):
+  """What `srun` does: one command per process, told its rank by SLURM_* variables only."""
+  rng = np.random.default_rng()
+  while True:  # jax puts a SLURM job's coordinator on port 61440 + job id % 4096: find a free one.
+    port = int(rng.integers(61440, 65536))
+    with socket.socket() as s:
+      if s.connect_ex(('127.0.0.1', port)) != 0:
+        break
+  slurm = {'SLURM_JOB_ID': str(port - 61440), 'SLURM_STEP_NODELIST': '127.0.0.1',
+           'SLURM_NTASKS': str(processes)}
+  procs = [subprocess.Popen(
+      [sys.executable, '-m', 'lstmgen.main', '--distributed', '--config=configs/tiny.py',
+       f'--workdir={workdir}', f'--config.data.path={corpus}', *args], cwd=ROOT,
+      env={**os.environ, **device_env(1), **slurm, 'SLURM_PROCID': str(i), 'SLURM_LOCALID': str(i)},
+      stderr=subprocess.PIPE, text=True) for i in range(processes)]
+  try:
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for p, err in zip(procs, errs):
+    assert p.returncode == 0, err[-3000:]
+
+
+def test_stateful_two_slurm_processes_equal_one_device_and_resume_in_one(tmp_path, corpus_file):
   args = (*ARGS, '--config.stateful=True')
   one_device = device_env(1)
   train_cli(tmp_path / 'single', corpus_file, '--config.num_steps=20', *args, env=one_device)
-  # Each process carries its own rows' state; the checkpoint gathers every row from both.
-  launch_local(2, 1, tmp_path / 'pod', corpus_file, '--config.num_steps=10', *args)
+  # Each process carries its own rows' state; the checkpoint gathers every row from both. The
+  # processes find each other as on a SLURM cluster (--distributed: jax's auto-detection).
+  launch_slurm(2, tmp_path / 'pod', corpus_file, '--config.num_steps=10', *args)
   train_cli(tmp_path / 'pod', corpus_file, '--config.num_steps=20', *args, env=one_device)
   pod = [(e['step'], e.get('train_loss', e.get('val_loss'))) for e in writer.read(str(tmp_path / 'pod'))
          if not (e['step'] == 10 and 'val_loss' in e)]  # The first launch's final validation.
