@@ -35,6 +35,30 @@ def assert_same_run(a, b):
   np.testing.assert_allclose([v for _, v in a], [v for _, v in b], rtol=1e-5)
 
 
+def run_together(argvs, envs, timeout=300):
+  """Starts one process per argv at once, as a cluster would; (status, stdout, stderr) of each."""
+  procs = [subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True) for argv, env in zip(argvs, envs)]
+  try:
+    outs = [p.communicate(timeout=timeout) for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
+
+
+def free_port(low=None, high=None) -> str:
+  """A port nothing holds: any (as launch/local.sh picks one), or one in [low, high)."""
+  rng = np.random.default_rng()
+  while True:
+    with socket.socket() as s:
+      try:
+        s.bind(('', 0 if low is None else int(rng.integers(low, high))))
+      except OSError:
+        continue
+      return str(s.getsockname()[1])
+
+
 def test_two_processes_of_two_devices_equal_one_device_and_resume_across(tmp_path, corpus_file):
   one_device = device_env(1)
   train_cli(tmp_path / 'single', corpus_file, '--config.num_steps=30', *ARGS, env=one_device)
@@ -90,26 +114,15 @@ def test_sigterm_to_one_process_stops_every_process_at_the_same_saved_step(tmp_p
 
 def launch_slurm(processes, workdir, corpus, *args):
   """What `srun` does: one command per process, told its rank by SLURM_* variables only."""
-  rng = np.random.default_rng()
-  while True:  # jax puts a SLURM job's coordinator on port 61440 + job id % 4096: find a free one.
-    port = int(rng.integers(61440, 65536))
-    with socket.socket() as s:
-      if s.connect_ex(('127.0.0.1', port)) != 0:
-        break
-  slurm = {'SLURM_JOB_ID': str(port - 61440), 'SLURM_STEP_NODELIST': '127.0.0.1',
+  port = int(free_port(61440, 65536))  # jax puts the coordinator at 61440 + job id % 4096.
+  slurm = {**device_env(1), 'SLURM_JOB_ID': str(port - 61440), 'SLURM_STEP_NODELIST': '127.0.0.1',
            'SLURM_NTASKS': str(processes)}
-  procs = [subprocess.Popen(
-      [sys.executable, '-m', 'lstmgen.main', '--distributed', '--config=configs/tiny.py',
-       f'--workdir={workdir}', f'--config.data.path={corpus}', *args], cwd=ROOT,
-      env={**os.environ, **device_env(1), **slurm, 'SLURM_PROCID': str(i), 'SLURM_LOCALID': str(i)},
-      stderr=subprocess.PIPE, text=True) for i in range(processes)]
-  try:
-    errs = [p.communicate(timeout=300)[1] for p in procs]
-  finally:
-    for p in procs:
-      p.kill()
-  for p, err in zip(procs, errs):
-    assert p.returncode == 0, err[-3000:]
+  argv = [sys.executable, '-m', 'lstmgen.main', '--distributed', '--config=configs/tiny.py',
+          f'--workdir={workdir}', f'--config.data.path={corpus}', *args]
+  for status, _, err in run_together(
+      [argv] * processes,
+      [{**slurm, 'SLURM_PROCID': str(i), 'SLURM_LOCALID': str(i)} for i in range(processes)]):
+    assert status == 0, err[-3000:]
 
 
 def test_stateful_two_slurm_processes_equal_one_device_and_resume_in_one(tmp_path, corpus_file):
@@ -146,12 +159,6 @@ print(float(total[0]), flags.tolist())
 '''
 
 
-def free_port() -> str:
-  with socket.socket() as s:  # A free port for the coordinator, as launch/local.sh picks one.
-    s.bind(('127.0.0.1', 0))
-    return str(s.getsockname()[1])
-
-
 def test_a_process_failing_alone_exits_at_once_and_so_does_its_peer(tmp_path, corpus_file):
   """A cluster where one host lacks the corpus: its process says why and both exit promptly.
 
@@ -161,35 +168,23 @@ def test_a_process_failing_alone_exits_at_once_and_so_does_its_peer(tmp_path, co
   port, missing = free_port(), tmp_path / 'missing.txt'
   # Separate workdirs: in a shared one, process 1 may find process 0's config.json (another path)
   # and fail on that instead, as it should; this test wants one known error.
-  procs = [subprocess.Popen(
-      [sys.executable, '-m', 'lstmgen.main', '--config=configs/tiny.py', f'--workdir={tmp_path}/{i}',
-       f'--config.data.path={corpus_file if i == 0 else missing}', f'--process_id={i}',
-       f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2'],
-      cwd=ROOT, env={**os.environ, **device_env(1)}, stderr=subprocess.PIPE, text=True)
-           for i in range(2)]
-  try:
-    errs = [p.communicate(timeout=150)[1] for p in procs]
-  finally:
-    for p in procs:
-      p.kill()
-  assert procs[1].returncode == 2, errs[1][-3000:]
-  assert errs[1].strip().splitlines() == [
+  (status0, _, err0), (status1, _, err1) = run_together(
+      [[sys.executable, '-m', 'lstmgen.main', '--config=configs/tiny.py',
+        f'--workdir={tmp_path}/{i}', f'--config.data.path={corpus_file if i == 0 else missing}',
+        f'--process_id={i}',
+        f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2'] for i in range(2)],
+      [device_env(1)] * 2, timeout=150)
+  assert status1 == 2, err1[-3000:]
+  assert err1.strip().splitlines() == [
       f'lstmgen: error: corpus file {missing} does not exist; check --config.data.path']
-  assert procs[0].returncode == 1, errs[0][-3000:]
-  assert 'if another process of this run failed' in errs[0].strip().splitlines()[-1]
+  assert status0 == 1, err0[-3000:]
+  assert 'if another process of this run failed' in err0.strip().splitlines()[-1]
 
 
 def test_a_process_reaching_its_first_collective_late_still_joins_it():
   """A loaded machine can put one process's first collective 30+ s after another's (CI did)."""
   port = free_port()
-  procs = [subprocess.Popen([sys.executable, '-c', _LATE_PEER, port, str(i)], cwd=ROOT,
-                            env={**os.environ, **device_env(2)}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True) for i in range(2)]
-  try:
-    outs = [p.communicate(timeout=200) for p in procs]
-  finally:
-    for p in procs:
-      p.kill()
-  for p, (out, err) in zip(procs, outs):
-    assert p.returncode == 0, err[-3000:]
+  for status, out, err in run_together([[sys.executable, '-c', _LATE_PEER, port, str(i)]
+                                        for i in range(2)], [device_env(2)] * 2, timeout=200):
+    assert status == 0, err[-3000:]
     assert out.strip().split('\n')[-1] == '4.0 [0, 1]'
