@@ -171,8 +171,8 @@ def test_a_process_failing_alone_exits_at_once_and_so_does_its_peer(tmp_path, co
   (status0, _, err0), (status1, _, err1) = run_together(
       [[sys.executable, '-m', 'lstmgen.main', '--config=configs/tiny.py',
         f'--workdir={tmp_path}/{i}', f'--config.data.path={corpus_file if i == 0 else missing}',
-        f'--process_id={i}',
-        f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2'] for i in range(2)],
+        f'--process_id={i}', f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2']
+       for i in range(2)],
       [device_env(1)] * 2, timeout=150)
   assert status1 == 2, err1[-3000:]
   assert err1.strip().splitlines() == [
