@@ -2,6 +2,7 @@
 
 import functools
 import logging as pylogging
+import os
 import sys
 
 from absl import flags, logging
@@ -9,11 +10,18 @@ from absl import flags, logging
 from lstmgen.errors import UserError
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
 class _OwnLogsOnly(pylogging.Filter):
-  """lstmgen's INFO logs, other libraries' warnings; Orbax (which narrates every save) errors only."""
+  """lstmgen's INFO logs, other libraries' warnings; Orbax (which narrates every save) errors only.
+
+  Ours are told by the package's own directory: a '/lstmgen/' anywhere in the path also matched
+  every library of a virtual environment made inside a checkout named lstmgen (as CI's is).
+  """
 
   def filter(self, record):
-    if '/lstmgen/' in record.pathname:
+    if os.path.abspath(record.pathname).startswith(_PACKAGE_DIR):
       return True
     return record.levelno >= (pylogging.ERROR if '/orbax/' in record.pathname else pylogging.WARNING)
 

@@ -1,5 +1,8 @@
 """generate and evaluate as a user runs them, on a tiny trained workdir."""
 
+import logging
+
+from lstmgen import cli, train
 from tests.conftest import run_module
 
 
@@ -89,3 +92,17 @@ def test_loading_a_run_never_unpickles(trained_workdir, monkeypatch):
   monkeypatch.setattr(pickle, 'loads', refuse)
   config, vocab, _, params = train.load_run(trained_workdir)
   assert config.model.hidden_size == 32 and len(vocab) > 10 and params['lstm_0']['wh'].shape == (32, 128)
+
+
+
+def test_logs_keep_lstmgen_info_and_other_libraries_warnings_only():
+  def kept(path, level):
+    record = logging.LogRecord('absl', level, path, 1, 'message', (), None)
+    return cli._OwnLogsOnly().filter(record)  # pylint: disable=protected-access
+
+  assert kept(train.__file__, logging.INFO)
+  # A virtual environment inside a checkout named lstmgen (as CI makes one): not our logs.
+  assert not kept('/ci/lstmgen/.venv/lib/python3.11/site-packages/jax/_src/distributed.py',
+                  logging.INFO)
+  assert kept('/site-packages/jax/_src/xla_bridge.py', logging.WARNING)
+  assert not kept('/site-packages/orbax/checkpoint/checkpoint_manager.py', logging.WARNING)
