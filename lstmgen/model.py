@@ -84,20 +84,25 @@ _project.defvjp(_project_fwd, _project_bwd)
 # ----------------------------------------------------------------------------- recurrence
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def lstm_recurrence(wh_Hx4H, xproj_TxBx4H, c0_BxH, h0_BxH, dtype=jnp.float32, unroll=1):
-  """Runs the LSTM over time given the input projections; returns (h_TxBxH, (c_T, h_T))."""
-  hs_TxBxH, cT, hT, _ = _forward(wh_Hx4H, xproj_TxBx4H, c0_BxH, h0_BxH, dtype, unroll)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def lstm_recurrence(wh_Hx4H, b_4H, xproj_TxBx4H, c0_BxH, h0_BxH, dtype=jnp.float32, unroll=1):
+  """Runs the LSTM over time given the input projections x @ wi (without the bias `b_4H`).
+
+  Returns (h_TxBxH, (c_T, h_T)). The bias is added in each step's gate loop and its gradient
+  summed in the backward loop, where the gates are in cache: outside, each was one more pass over
+  a T x B x 4H array in memory.
+  """
+  hs_TxBxH, cT, hT, _ = _forward(wh_Hx4H, b_4H, xproj_TxBx4H, c0_BxH, h0_BxH, dtype, unroll)
   return hs_TxBxH, (cT, hT)
 
 
-def _forward(wh_Hx4H, xproj_TxBx4H, c0_BxH, h0_BxH, dtype, unroll):
+def _forward(wh_Hx4H, b_4H, xproj_TxBx4H, c0_BxH, h0_BxH, dtype, unroll):
   wh_Hx4H = wh_Hx4H.astype(dtype)  # Cast once, not per step.
 
   def step(carry, t):
     c_BxH, h_BxH, buf_TxBx4H = carry
     xproj_Bx4H = jax.lax.dynamic_index_in_dim(buf_TxBx4H, t, keepdims=False)
-    acts, c_BxH, h_BxH = _gates(xproj_Bx4H + _matmul(h_BxH, wh_Hx4H, dtype), c_BxH)
+    acts, c_BxH, h_BxH = _gates(xproj_Bx4H + b_4H + _matmul(h_BxH, wh_Hx4H, dtype), c_BxH)
     # Step t's activations overwrite its own (now spent) input projection: the input buffer is
     # reused in place, where scan outputs would cost a fresh zero-filled T x B x 4H array per call
     # (measured: 13 ms of a 100-step layer at the reference size, ~5% of a training step).
@@ -109,8 +114,9 @@ def _forward(wh_Hx4H, xproj_TxBx4H, c0_BxH, h0_BxH, dtype, unroll):
   return hs_TxBxH, cT, hT, (acts_TxBx4H, cs_TxBxH)
 
 
-def _recurrence_fwd(wh_Hx4H, xproj_TxBx4H, c0_BxH, h0_BxH, dtype, unroll):
-  hs_TxBxH, cT, hT, (acts, cs) = _forward(wh_Hx4H, xproj_TxBx4H, c0_BxH, h0_BxH, dtype, unroll)
+def _recurrence_fwd(wh_Hx4H, b_4H, xproj_TxBx4H, c0_BxH, h0_BxH, dtype, unroll):
+  hs_TxBxH, cT, hT, (acts, cs) = _forward(wh_Hx4H, b_4H, xproj_TxBx4H, c0_BxH, h0_BxH, dtype,
+                                          unroll)
   return (hs_TxBxH, (cT, hT)), (wh_Hx4H, c0_BxH, h0_BxH, acts, cs, hs_TxBxH)
 
 
@@ -126,7 +132,7 @@ def _recurrence_bwd(dtype, unroll, residuals, cotangents):
     # acts_Bx4H (step t's activations) rides in the carry, read from the buffer one step ahead:
     # every read of the buffer then follows the previous in-place write, and XLA needs no copy of
     # it (reading slot t in the same step as writing it cost a 52 MB copy per step).
-    dc_BxH, dh_BxH, acts_Bx4H, buf_TxBx4H = carry
+    dc_BxH, dh_BxH, db_4H, acts_Bx4H, buf_TxBx4H = carry
     t, dh_out, c, c_prev = xs
     i, f, g, o = jnp.split(acts_Bx4H, 4, axis=-1)
     tanh_c = jnp.tanh(c)
@@ -141,17 +147,18 @@ def _recurrence_bwd(dtype, unroll, residuals, cotangents):
     # As in the forward pass, step t's gate gradients overwrite its spent activations in place.
     buf_TxBx4H = jax.lax.dynamic_update_index_in_dim(buf_TxBx4H, dgates_Bx4H, t, 0)
     next_acts = jax.lax.dynamic_index_in_dim(buf_TxBx4H, jnp.maximum(t - 1, 0), keepdims=False)
-    return (dc_BxH * f, _matmul(dgates_Bx4H, whT_4HxH, dtype), next_acts, buf_TxBx4H), None
+    return (dc_BxH * f, _matmul(dgates_Bx4H, whT_4HxH, dtype), db_4H + dgates_Bx4H.sum(0),
+            next_acts, buf_TxBx4H), None
 
   T = acts_TxBx4H.shape[0]
-  (dc0, dh0, _, dgates_TxBx4H), _ = jax.lax.scan(
-      step, (dcT, dhT, acts_TxBx4H[-1], acts_TxBx4H),
+  (dc0, dh0, db_4H, _, dgates_TxBx4H), _ = jax.lax.scan(
+      step, (dcT, dhT, jnp.zeros(acts_TxBx4H.shape[-1]), acts_TxBx4H[-1], acts_TxBx4H),
       (jnp.arange(T), dhs_TxBxH, cs_TxBxH, cprev_TxBxH), reverse=True)
   # The backward scan is never unrolled: in an unrolled body the read-ahead of the next step's
   # activations is fused into readers XLA may order after the next write, and it then copies the
   # whole buffer every iteration (measured: unroll=2 doubled the time of a layer's gradient).
   dwh_Hx4H = _matmul_flat(hprev_TxBxH, dgates_TxBx4H, dtype, transpose_lhs=True)
-  return dwh_Hx4H.astype(wh_Hx4H.dtype), dgates_TxBx4H, dc0, dh0
+  return dwh_Hx4H.astype(wh_Hx4H.dtype), db_4H, dgates_TxBx4H, dc0, dh0
 
 
 lstm_recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
@@ -177,7 +184,7 @@ class LSTMLayer(nn.Module):
 
   @nn.compact
   def __call__(self, carry, x_TxBxD, weight_drop_key=None, xproj_TxBx4H=None):
-    """`xproj_TxBx4H`, when given, is already x @ wi + b (sampling gathers it: `input_table`)."""
+    """`xproj_TxBx4H`, when given, is already x @ wi (gathered from `input_table`)."""
     H = self.hidden_size
     wi = self.param('wi', nn.initializers.lecun_normal(), (x_TxBxD.shape[-1], 4 * H))
     wh = self.param('wh', _recurrent_init, (H, 4 * H))
@@ -188,13 +195,13 @@ class LSTMLayer(nn.Module):
       # One step (sampling): no loop at all; a scan of length 1 costs ~10x the arithmetic here.
       c_BxH, h_BxH = carry
       if xproj_TxBx4H is None:
-        xproj_TxBx4H = (_matmul(x_TxBxD[0], wi, self.dtype) + b)[None]
-      gates_Bx4H = xproj_TxBx4H[0] + _matmul(h_BxH, wh, self.dtype)
+        xproj_TxBx4H = _matmul(x_TxBxD[0], wi, self.dtype)[None]
+      gates_Bx4H = xproj_TxBx4H[0] + b + _matmul(h_BxH, wh, self.dtype)
       _, c_BxH, h_BxH = _gates(gates_Bx4H, c_BxH)
       return (c_BxH, h_BxH), h_BxH[None]
     if xproj_TxBx4H is None:
-      xproj_TxBx4H = _matmul_flat(x_TxBxD, wi, self.dtype) + b
-    hs_TxBxH, carry = lstm_recurrence(wh, xproj_TxBx4H, *carry, self.dtype, self.unroll)
+      xproj_TxBx4H = _matmul_flat(x_TxBxD, wi, self.dtype)
+    hs_TxBxH, carry = lstm_recurrence(wh, b, xproj_TxBx4H, *carry, self.dtype, self.unroll)
     return carry, hs_TxBxH
 
 
@@ -292,13 +299,13 @@ def from_config(config, vocab_size: int) -> CharLSTM:
 
 
 def input_table(params, dtype=jnp.float32):
-  """Each character's first-layer input projection, embedding @ wi + b: [V, 4H].
+  """Each character's first-layer input projection, embedding @ wi: [V, 4H].
 
-  A sampling step gathers its rows instead of multiplying B embeddings by wi: that matmul is 7.5%
-  of the reference model's FLOPs per character, and the table (V x 4H) is made once per call.
+  Gathering its rows replaces multiplying every embedding by wi (7.5% of the reference model's
+  FLOPs per character): the table is one small matmul per call. (The gradient flows back through
+  the gather as a scatter-add into the table.)
   """
-  first = params['lstm_0']
-  return _matmul(params['embed']['embedding'], first['wi'], dtype) + first['b']
+  return _matmul(params['embed']['embedding'], params['lstm_0']['wi'], dtype)
 
 
 def to_flax_cell_params(layer_params) -> dict:

@@ -130,8 +130,11 @@ def train_step(state: TrainState, windows_BxT1, example_ids_B, carry=None, reset
     carry = jax.tree.map(lambda x: jnp.where(reset_B[:, None], 0.0, x), carry)
 
   def loss_fn(params):
+    # Layer 0's input projections are gathered from a V x 4H table, not multiplied out per char:
+    # +3-4% chars/s on the Xeon in fp32 and bf16 (paired runs, 2026-12-05).
     logits, new_carry = model.apply({'params': params}, windows_BxT1[:, :-1], carry,
                                     dropout_keys_B=keys_B,
+                                    input_table_Vx4H=model_lib.input_table(params, model.dtype),
                                     weight_drop_key=jax.random.fold_in(weight_drop_key, state.step))
     return cross_entropy(logits, windows_BxT1[:, 1:]).mean(), new_carry
 
@@ -158,10 +161,11 @@ def make_p_train_step(model, tx, root_key, config):
 
 def eval_stream_loss(model, params, carry, inputs_NxRxS, targets_NxRxS, weights_NxRxS):
   """Summed NLL (nats), target count and final carry over chunks of contiguous streams."""
+  table_Vx4H = model_lib.input_table(params, model.dtype)
 
   def chunk(carry, xs):
     inputs, targets, weights = xs
-    logits, carry = model.apply({'params': params}, inputs, carry)
+    logits, carry = model.apply({'params': params}, inputs, carry, input_table_Vx4H=table_Vx4H)
     return carry, (jnp.sum(cross_entropy(logits, targets) * weights), jnp.sum(weights))
 
   carry, (nll_N, count_N) = jax.lax.scan(chunk, carry, (inputs_NxRxS, targets_NxRxS, weights_NxRxS))
