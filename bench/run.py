@@ -61,59 +61,70 @@ def jax_matmul_gflops(dtype, m=128, k=256, n=1024) -> float:
 # ----------------------------------------------------------------------------- a. training
 
 
-def jax_train_throughput(config, steps: int, warmup: int = 2) -> dict:
-  """Steady-state chars/s of lstmgen's real pmapped update step (compile timed separately)."""
+def jax_train_runner(config):
+  """lstmgen's real pmapped update step as a function of `steps` -> seconds, and its compile time.
+
+  The first call (compile) is timed separately, then two warm-up steps run.
+  """
   model = model_lib.from_config(config, VOCAB)
   tx = train.make_optimizer(config)
   root = jax.random.key(0)
-  state = train.init_state(model, tx, root, config)
   devices = jax.local_devices()
-  state = flax.jax_utils.replicate(state, devices)
+  state = [flax.jax_utils.replicate(train.init_state(model, tx, root, config), devices)]
   step = train.make_p_train_step(model, tx, root, config)
   windows = np.random.default_rng(0).integers(0, VOCAB, (len(devices), config.batch_size //
                                                          len(devices), config.seq_len + 1))
   ids = np.arange(config.batch_size, dtype=np.int32).reshape(len(devices), -1)
-  start = time.perf_counter()
-  state, metrics, _ = step(state, windows, ids)
-  jax.block_until_ready(metrics)
-  compile_s = time.perf_counter() - start
-  for _ in range(warmup):
-    state, metrics, _ = step(state, windows, ids)
-  jax.block_until_ready(metrics)
-  start = time.perf_counter()
-  for _ in range(steps):
-    state, metrics, _ = step(state, windows, ids)
-  jax.block_until_ready(metrics)
-  seconds = time.perf_counter() - start
-  return {'chars_per_sec': config.batch_size * config.seq_len * steps / seconds,
-          'compile_s': compile_s, 'final_loss': float(metrics['train_loss'][0])}
+
+  def run(steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+      state[0], metrics, _ = step(state[0], windows, ids)
+    jax.block_until_ready(metrics)
+    return time.perf_counter() - start
+
+  compile_s = run(1)
+  run(2)
+  return run, compile_s
 
 
-def bench_train(steps: int):
-  print('a. training throughput (2xLSTM-256, batch 128, seq 100, Adam, clip 5, dropout 0.5)')
+def bench_train(steps: int, rounds: int):
+  print(f'a. training throughput (2xLSTM-256, batch 128, seq 100, Adam, clip 5, dropout 0.5); '
+        f'{rounds} rounds of {steps} steps, lstmgen and torch alternating')
   # The peak is the better of torch.mm and jnp.dot at the recurrence shape: either library's
   # kernel can be the weaker one on a given CPU (on an AVX2-only EPYC torch's reached 25 GFLOP/s,
   # below what either framework's whole training step achieves).
   peak = {d: max(torch_peer.matmul_peak_gflops(d), jax_matmul_gflops(jnp.dtype(d)))
           for d in ('float32', 'bfloat16')}
+  chars = 128 * 100 * steps
   for dtype in ('float32', 'bfloat16'):
     config = reference_config(dtype=dtype)
-    ours = jax_train_throughput(config, steps)
+    ours_run, compile_s = jax_train_runner(config)
     label = 'fp32' if dtype == 'float32' else 'bf16 (torch: autocast)'
     try:
-      peer = torch_peer.torch_train_throughput(VOCAB, steps, 2, bf16=dtype == 'bfloat16')
+      peer_run = torch_peer.torch_train_runner(VOCAB, bf16=dtype == 'bfloat16')
     except RuntimeError as e:  # oneDNN has no bf16 LSTM on CPUs without AVX-512 BF16 or AMX.
-      print(f'  train {label:<28} lstmgen {ours["chars_per_sec"]:>12,.1f} chars/s  torch cannot '
+      ours = np.median([chars / ours_run(steps) for _ in range(rounds)])
+      print(f'  train {label:<28} lstmgen {ours:>12,.1f} chars/s  torch cannot '
             f'run it on this CPU: {str(e).splitlines()[0]}', flush=True)
       continue
-    row(f'train {label}', ours['chars_per_sec'], peer['chars_per_sec'], 'chars/s', 'torch')
+    # Interleaved rounds, the order flipped each round: a shared machine's speed drifts by 10-20%
+    # within a minute, and both frameworks then see the same drift.
+    ours, peer = [], []
+    for r in range(rounds):
+      pairs = [(ours_run, ours), (peer_run, peer)]
+      for run, out in pairs if r % 2 == 0 else pairs[::-1]:
+        out.append(chars / run(steps))
+    ratios = sorted(o / p for o, p in zip(ours, peer))
+    row(f'train {label}', np.median(ours), np.median(peer), 'chars/s', 'torch')
+    print(f'    per-round ratios {", ".join(f"{x:.2f}" for x in ratios)} (median {np.median(ratios):.2f})')
     flops = 3 * forward_flops_per_char(config)
-    for who, cps in (('lstmgen', ours['chars_per_sec']), ('torch', peer['chars_per_sec'])):
+    for who, cps in (('lstmgen', np.median(ours)), ('torch', np.median(peer))):
       achieved = cps * flops / 1e9
-      print(f'    {who}: {achieved:,.0f} GFLOP/s = {achieved / peak[dtype]:.0%} of the measured '
+      print(f'    {who}: {achieved:,.0f} GFLOP/s of model FLOPs = {achieved / peak[dtype]:.0%} of the measured '
             f'{dtype} matmul peak at 128x256x1024 ({peak[dtype]:,.0f} GFLOP/s, best of torch and jax)')
     if dtype == 'float32':
-      print_first_step(ours['compile_s'])
+      print_first_step(compile_s)
 
 
 def print_first_step(seconds: float):
@@ -124,7 +135,7 @@ def print_first_step(seconds: float):
 
 def bench_first_step():
   """d. alone: run it twice with JAX_COMPILATION_CACHE_DIR set to see a relaunch's first step."""
-  print_first_step(jax_train_throughput(reference_config(), steps=1)['compile_s'])
+  print_first_step(jax_train_runner(reference_config())[1])
 
 
 # ----------------------------------------------------------------------------- b. sampling
@@ -200,7 +211,9 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument('--only', default='train,sample,memory',
                       help='Comma-separated: train, sample, memory, first_step.')
-  parser.add_argument('--steps', type=int, default=10, help='Timed training steps per framework.')
+  parser.add_argument('--steps', type=int, default=5, help='Training steps per round.')
+  parser.add_argument('--rounds', type=int, default=5,
+                      help='Timed training rounds per framework, alternating with the peer.')
   parser.add_argument('--corpus_mb', type=int, default=100, help='Synthetic corpus size for c.')
   args = parser.parse_args()
   print(f'machine: {torch_peer.describe_machine()}; jax {jax.__version__} on '
@@ -209,7 +222,7 @@ def main():
         f'{time.strftime("%Y-%m-%d")}', flush=True)
   todo = args.only.split(',')
   if 'train' in todo:
-    bench_train(args.steps)
+    bench_train(args.steps, args.rounds)
   if 'sample' in todo:
     bench_sample()
   if 'memory' in todo:
