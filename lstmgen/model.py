@@ -1,7 +1,8 @@
 """The character LSTM language model: embedding -> LSTM layers scanned over time -> logits.
 
-Each layer computes its input projection for all time steps as one matmul outside the scan, so
-the scanned body holds only `h @ W_hh` and the gates. The recurrence has a custom VJP (what cuDNN
+Each layer computes its input projection for all time steps as one matmul outside the scan (the
+first layer's is gathered from a V x 4H table, `input_table`), so the scanned body holds only
+`h @ W_hh`, the bias and the gates. The recurrence has a custom VJP (what cuDNN
 does): the backward scan keeps only `dgates @ W_hh^T`, and the weight gradient is one large matmul
 after it. Both scans work in one T x B x 4H buffer, in place: input projections, then the
 activations, then the gate gradients. Parameters use one fused [i, f, g, o] layout;

@@ -130,8 +130,8 @@ def train_step(state: TrainState, windows_BxT1, example_ids_B, carry=None, reset
     carry = jax.tree.map(lambda x: jnp.where(reset_B[:, None], 0.0, x), carry)
 
   def loss_fn(params):
-    # Layer 0's input projections are gathered from a V x 4H table, not multiplied out per char:
-    # +3-4% chars/s on the Xeon in fp32 and bf16 (paired runs, 2026-12-05).
+    # Layer 0's input projections are gathered from a V x 4H table, not multiplied out per char
+    # (7.5% of the FLOPs; +3-4% in paired runs of the step on a Xeon, in bench.run within noise).
     logits, new_carry = model.apply({'params': params}, windows_BxT1[:, :-1], carry,
                                     dropout_keys_B=keys_B,
                                     input_table_Vx4H=model_lib.input_table(params, model.dtype),
