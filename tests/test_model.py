@@ -84,6 +84,34 @@ def test_bfloat16_compute_stays_close_to_float32():
   np.testing.assert_allclose(bf16, f32, atol=5e-2)
 
 
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_weight_gradient_sums_a_transpose_b_over_time_and_batch(dtype):
+  """On the CPU a bf16 weight gradient is a plain matmul over a transposed copy of `a`."""
+  a = jax.random.normal(jax.random.key(0), (5, 3, 4))
+  b = jax.random.normal(jax.random.key(1), (5, 3, 6))
+  rounded = [np.asarray(x.astype(dtype).astype(jnp.float32), np.float64) for x in (a, b)]
+  np.testing.assert_allclose(model_lib._weight_grad(a, b, dtype),  # pylint: disable=protected-access
+                             np.einsum('tbi,tbo->io', *rounded), rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_gradients_stay_close_to_float32():
+  tokens = jax.random.randint(jax.random.key(0), (4, 20), 0, 11)
+  kwargs = dict(vocab_size=11, embed_size=8, hidden_size=16, num_layers=2)
+  params = model_lib.CharLSTM(**kwargs).init(jax.random.key(1), tokens)['params']
+
+  def grads(dtype):
+    model = model_lib.CharLSTM(**kwargs, dtype=dtype)
+    def loss(params):
+      logits, _ = model.apply({'params': params}, tokens[:, :-1],
+                              input_table_Vx4H=model_lib.input_table(params, dtype))
+      return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), tokens[:, 1:, None], -1))
+    return jax.grad(loss)(params)
+
+  for f32, bf16 in zip(jax.tree.leaves(grads(jnp.float32)), jax.tree.leaves(grads(jnp.bfloat16)),
+                       strict=True):
+    assert np.linalg.norm(bf16 - f32) <= 0.03 * np.linalg.norm(f32)
+
+
 def test_dropout_mask_of_an_example_does_not_depend_on_its_batch_neighbours():
   model = model_lib.CharLSTM(vocab_size=11, embed_size=4, hidden_size=8, num_layers=2, dropout=0.5)
   tokens = jax.random.randint(jax.random.key(0), (4, 6), 0, 11)
