@@ -70,16 +70,17 @@ def jax_train_runner(config):
   tx = train.make_optimizer(config)
   root = jax.random.key(0)
   devices = jax.local_devices()
-  state = [flax.jax_utils.replicate(train.init_state(model, tx, root, config), devices)]
+  state = flax.jax_utils.replicate(train.init_state(model, tx, root, config), devices)
   step = train.make_p_train_step(model, tx, root, config)
   windows = np.random.default_rng(0).integers(0, VOCAB, (len(devices), config.batch_size //
                                                          len(devices), config.seq_len + 1))
   ids = np.arange(config.batch_size, dtype=np.int32).reshape(len(devices), -1)
 
   def run(steps: int) -> float:
+    nonlocal state
     start = time.perf_counter()
     for _ in range(steps):
-      state[0], metrics, _ = step(state[0], windows, ids)
+      state, metrics, _ = step(state, windows, ids)
     jax.block_until_ready(metrics)
     return time.perf_counter() - start
 
@@ -96,9 +97,9 @@ def bench_train(steps: int, rounds: int):
   # below what either framework's whole training step achieves).
   peak = {d: max(torch_peer.matmul_peak_gflops(d), jax_matmul_gflops(jnp.dtype(d)))
           for d in ('float32', 'bfloat16')}
-  chars = 128 * 100 * steps
   for dtype in ('float32', 'bfloat16'):
     config = reference_config(dtype=dtype)
+    chars = config.batch_size * config.seq_len * steps
     ours_run, compile_s = jax_train_runner(config)
     label = 'fp32' if dtype == 'float32' else 'bf16 (torch: autocast)'
     try:
