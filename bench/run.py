@@ -109,13 +109,10 @@ def bench_train(steps: int, rounds: int):
       print(f'  train {label:<28} lstmgen {ours:>12,.1f} chars/s  torch cannot '
             f'run it on this CPU: {str(e).splitlines()[0]}', flush=True)
       continue
-    # Interleaved rounds, the order flipped each round: a shared machine's speed drifts by 10-20%
-    # within a minute, and both frameworks then see the same drift.
-    ours, peer = [], []
-    for r in range(rounds):
-      pairs = [(ours_run, ours), (peer_run, peer)]
-      for run, out in pairs if r % 2 == 0 else pairs[::-1]:
-        out.append(chars / run(steps))
+    # Interleaved rounds: a shared machine's speed drifts by 10-20% within a minute, and both
+    # frameworks then see the same drift.
+    ours, peer = interleaved([lambda: chars / ours_run(steps), lambda: chars / peer_run(steps)],
+                             rounds)
     ratios = sorted(o / p for o, p in zip(ours, peer))
     row(f'train {label}', np.median(ours), np.median(peer), 'chars/s', 'torch')
     print(f'    per-round ratios {", ".join(f"{x:.2f}" for x in ratios)} (median {np.median(ratios):.2f})')
@@ -142,8 +139,19 @@ def bench_first_step():
 # ----------------------------------------------------------------------------- b. sampling
 
 
-def bench_sample(length: int = 600, prompt_len: int = 100):
-  print(f'b. sampling throughput ({length} new chars after a {prompt_len}-char prompt, same weights)')
+def interleaved(runs, rounds: int):
+  """Each run's rates over `rounds` rounds, taking turns, the order flipped every round."""
+  rates = [[] for _ in runs]
+  for r in range(rounds):
+    order = list(enumerate(runs))
+    for i, run in order if r % 2 == 0 else order[::-1]:
+      rates[i].append(run())
+  return rates
+
+
+def bench_sample(rounds: int, length: int = 600, prompt_len: int = 100):
+  print(f'b. sampling throughput ({length} new chars after a {prompt_len}-char prompt, same weights); '
+        f'{rounds} rounds, lstmgen and torch alternating')
   config = reference_config()
   model = model_lib.from_config(config, VOCAB)
   params = train.init_state(model, train.make_optimizer(config), jax.random.key(0), config).params
@@ -152,20 +160,26 @@ def bench_sample(length: int = 600, prompt_len: int = 100):
     prompt = np.random.default_rng(0).integers(0, VOCAB, (streams, prompt_len)).astype(np.int32)
     run = lambda: sample.generate(model, params, prompt, jax.random.key(1), length, 1.0)
     run().block_until_ready()
-    start = time.perf_counter()
-    run().block_until_ready()
-    ours = streams * length / (time.perf_counter() - start)
-    _, peer = torch_peer.torch_stateful_sample(torch_model, prompt, length, 1.0, 0)
-    row(f'sample, {streams} stream(s)', ours, peer, 'chars/s', 'torch loop')
+
+    def ours_rate():
+      start = time.perf_counter()
+      run().block_until_ready()
+      return streams * length / (time.perf_counter() - start)
+
+    peer_rate = lambda: torch_peer.torch_stateful_sample(torch_model, prompt, length, 1.0, 0)[1]
+    ours, peer = interleaved([ours_rate, peer_rate], rounds)
+    row(f'sample, {streams} stream(s)', np.median(ours), np.median(peer), 'chars/s', 'torch loop')
+    ratios = sorted(o / p for o, p in zip(ours, peer))
+    print(f'    per-round ratios {", ".join(f"{x:.2f}" for x in ratios)}')
     if streams == 1:
       _, window = torch_peer.tflearn_window_sample(torch_model, prompt[:1], 60, 1.0, 0)
-      row('sample, 1 stream vs re-run window', ours, window, 'chars/s', 'tflearn-style')
+      row('sample, 1 stream vs re-run window', np.median(ours), window, 'chars/s', 'tflearn-style')
     else:
       peak = jax_matmul_gflops(jnp.float32)
       bound = peak * 1e9 / forward_flops_per_char(config)
       print(f'    matmul-bound rate: {bound:,.0f} chars/s ({peak:,.0f} GFLOP/s jnp.dot at 128x256x1024'
             f' / {forward_flops_per_char(config) / 1e6:.2f} MFLOP per char): lstmgen at '
-            f'{ours / bound:.0%}')
+            f'{np.median(ours) / bound:.0%}')
 
 
 # ----------------------------------------------------------------------------- c. memory
@@ -214,7 +228,8 @@ def main():
                       help='Comma-separated: train, sample, memory, first_step.')
   parser.add_argument('--steps', type=int, default=5, help='Training steps per round.')
   parser.add_argument('--rounds', type=int, default=5,
-                      help='Timed training rounds per framework, alternating with the peer.')
+                      help='Timed rounds per framework (training and sampling), alternating with '
+                           'the peer.')
   parser.add_argument('--corpus_mb', type=int, default=100, help='Synthetic corpus size for c.')
   args = parser.parse_args()
   print(f'machine: {torch_peer.describe_machine()}; jax {jax.__version__} on '
@@ -225,7 +240,7 @@ def main():
   if 'train' in todo:
     bench_train(args.steps, args.rounds)
   if 'sample' in todo:
-    bench_sample()
+    bench_sample(args.rounds)
   if 'memory' in todo:
     bench_memory(args.corpus_mb)
   if 'first_step' in todo:  # Also printed by 'train'.
