@@ -40,6 +40,17 @@ def _matmul(a, b, dtype):
   return jnp.dot(a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32)
 
 
+def _matmul_nt(a_NxK, b_MxK, dtype):
+  """a @ b.T as one dot contracting both operands' last axes, fp32 out.
+
+  XLA's CPU backend runs this form fast and on the bf16 units; a materialised transpose of b
+  (or g @ w.T, which it upcasts to fp32 in bf16) was slower: in the backward recurrence, 100
+  steps of [128, 1024] @ [1024, 256] took 53 ms against 38 ms this way in fp32 (2-core EPYC).
+  """
+  return jax.lax.dot_general(a_NxK.astype(dtype), b_MxK.astype(dtype), (((1,), (1,)), ((), ())),
+                             preferred_element_type=jnp.float32)
+
+
 def _flat_matmul(x_TxBxI, w_IxO, dtype):
   """x @ w over all time steps at once, on a 2-D view."""
   T, B, I = x_TxBxI.shape
@@ -86,10 +97,7 @@ def _project_fwd(x_TxBxI, w_IxO, dtype):
 def _project_bwd(dtype, residuals, g_TxBxO):
   x_TxBxI, w_IxO = residuals
   T, B, I = x_TxBxI.shape
-  # Contracting both operands' last axes, not g @ w.T: XLA's CPU backend runs this form on the
-  # bf16 units but upcasts a dot with a transposed bf16 operand to fp32.
-  dx_NxI = jax.lax.dot_general(g_TxBxO.reshape(T * B, -1).astype(dtype), w_IxO.astype(dtype),
-                               (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+  dx_NxI = _matmul_nt(g_TxBxO.reshape(T * B, -1), w_IxO, dtype)
   dw_IxO = _weight_grad(x_TxBxI, g_TxBxO, dtype)
   return dx_NxI.reshape(T, B, I).astype(x_TxBxI.dtype), dw_IxO.astype(w_IxO.dtype)
 
@@ -140,7 +148,7 @@ def _recurrence_bwd(dtype, unroll, residuals, cotangents):
   del unroll  # Only the forward scan unrolls (see the end of this function).
   wh_Hx4H, c0_BxH, h0_BxH, acts_TxBx4H, cs_TxBxH, hs_TxBxH = residuals
   dhs_TxBxH, (dcT, dhT) = cotangents
-  whT_4HxH = wh_Hx4H.T.astype(dtype)
+  wh_cast_Hx4H = wh_Hx4H.astype(dtype)  # Cast once, not per step.
   cprev_TxBxH = jnp.concatenate([c0_BxH[None], cs_TxBxH[:-1]])
   hprev_TxBxH = jnp.concatenate([h0_BxH[None], hs_TxBxH[:-1]])
 
@@ -163,7 +171,7 @@ def _recurrence_bwd(dtype, unroll, residuals, cotangents):
     # As in the forward pass, step t's gate gradients overwrite its spent activations in place.
     buf_TxBx4H = jax.lax.dynamic_update_index_in_dim(buf_TxBx4H, dgates_Bx4H, t, 0)
     next_acts = jax.lax.dynamic_index_in_dim(buf_TxBx4H, jnp.maximum(t - 1, 0), keepdims=False)
-    return (dc_BxH * f, _matmul(dgates_Bx4H, whT_4HxH, dtype), db_4H + dgates_Bx4H.sum(0),
+    return (dc_BxH * f, _matmul_nt(dgates_Bx4H, wh_cast_Hx4H, dtype), db_4H + dgates_Bx4H.sum(0),
             next_acts, buf_TxBx4H), None
 
   T = acts_TxBx4H.shape[0]
