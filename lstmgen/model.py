@@ -162,16 +162,21 @@ def _recurrence_bwd(dtype, unroll, residuals, cotangents):
     tanh_c = jnp.tanh(c)
     dh_BxH = dh_BxH + dh_out
     dc_BxH = dc_BxH + dh_BxH * o * (1 - tanh_c * tanh_c)
+    # dc * f is both the next step's dc and a factor of the forget gate's gradient. Computed once
+    # and used in the gate gradients written to the buffer, it is read before the read-ahead
+    # below overwrites acts_Bx4H; computed apart, XLA copied acts_Bx4H every step to keep it
+    # (measured: a 30 us copy in each ~500 us backward step, bf16, 2-core EPYC).
+    dcf_BxH = dc_BxH * f
     dgates_Bx4H = jnp.concatenate([
         dc_BxH * g * i * (1 - i),
-        dc_BxH * c_prev * f * (1 - f),
+        dcf_BxH * c_prev * (1 - f),
         dc_BxH * i * (1 - g * g),
         dh_BxH * tanh_c * o * (1 - o),
     ], axis=-1)
     # As in the forward pass, step t's gate gradients overwrite its spent activations in place.
     buf_TxBx4H = jax.lax.dynamic_update_index_in_dim(buf_TxBx4H, dgates_Bx4H, t, 0)
     next_acts = jax.lax.dynamic_index_in_dim(buf_TxBx4H, jnp.maximum(t - 1, 0), keepdims=False)
-    return (dc_BxH * f, _matmul_nt(dgates_Bx4H, wh_cast_Hx4H, dtype), db_4H + dgates_Bx4H.sum(0),
+    return (dcf_BxH, _matmul_nt(dgates_Bx4H, wh_cast_Hx4H, dtype), db_4H + dgates_Bx4H.sum(0),
             next_acts, buf_TxBx4H), None
 
   T = acts_TxBx4H.shape[0]
