@@ -82,8 +82,7 @@ def continue_sampling(model, params, state, key, length: int, temperature, top_k
                       top_p=1.0, offset=0):
   """Like `generate` but from a (carry, logits) state: for streaming output chunk by chunk."""
   carry, logits_BxV = state
-  step_fn = decode.make_step(params, model.vocab_size, logits_BxV.shape[0], model.dtype)
+  stepper = decode.make_stepper(model, params, logits_BxV.shape[0])
   tokens_BxL, (step_state, logits_BxV) = sample_loop(
-      step_fn, decode.enter(params, carry, model.dtype), logits_BxV, key, length, temperature,
-      top_k, top_p, offset)
-  return tokens_BxL, (decode.leave(step_state), logits_BxV)
+      stepper.step, stepper.enter(carry), logits_BxV, key, length, temperature, top_k, top_p, offset)
+  return tokens_BxL, (stepper.leave(step_state), logits_BxV)

@@ -15,36 +15,39 @@ V = 11
 def _model_and_params(num_layers, dtype=jnp.float32):
   model = model_lib.CharLSTM(vocab_size=V, embed_size=4, hidden_size=8, num_layers=num_layers,
                              dtype=dtype)
-  tokens = jax.random.randint(jax.random.key(0), (3, 12), 0, V)
+  tokens = jax.random.randint(jax.random.key(0), (5, 12), 0, V)
   return model, model.init(jax.random.key(1), tokens)['params'], tokens
 
 
 @pytest.mark.parametrize('num_layers', [1, 2, 3])  # 3: layer 2's input product is not batched.
-@pytest.mark.parametrize('batch_size', [1, 3])  # 1: the products are also split by columns.
+@pytest.mark.parametrize('batch_size', [1, 2, 5])  # 1 and 2: the batched step.
 def test_step_equals_the_model_one_token_at_a_time(num_layers, batch_size):
   model, params, tokens = _model_and_params(num_layers)
   tokens = tokens[:batch_size]
   _, carry = model.apply({'params': params}, tokens[:, :5])  # A primed, non-zero state.
-  step = jax.jit(decode.make_step(params, V, batch_size))
-  state = decode.enter(params, carry)
+  stepper = decode.make_stepper(model, params, batch_size)
+  step = jax.jit(stepper.step)
+  state = stepper.enter(carry)
   for t in range(5, tokens.shape[1]):
     state, logits = step(state, tokens[:, t])
     ref_logits, carry = model.apply({'params': params}, tokens[:, t:t + 1], carry)
     np.testing.assert_allclose(logits, ref_logits[:, 0], rtol=1e-6, atol=1e-6)
-    for a, b in zip(jax.tree.leaves(decode.leave(state)), jax.tree.leaves(carry)):
+    for a, b in zip(jax.tree.leaves(stepper.leave(state)), jax.tree.leaves(carry)):
       np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
-def test_bfloat16_step_stays_close_to_the_bfloat16_model():
+@pytest.mark.parametrize('batch_size', [1, 5])
+def test_bfloat16_step_stays_close_to_the_bfloat16_model(batch_size):
   model, params, tokens = _model_and_params(2, jnp.bfloat16)
+  tokens = tokens[:batch_size]
   _, carry = model.apply({'params': params}, tokens[:, :5])
-  state, logits = decode.make_step(params, V, 3, jnp.bfloat16)(decode.enter(params, carry,
-                                                                         jnp.bfloat16), tokens[:, 5])
+  stepper = decode.make_stepper(model, params, batch_size)
+  _, logits = stepper.step(stepper.enter(carry), tokens[:, 5])
   ref_logits, _ = model.apply({'params': params}, tokens[:, 5:6], carry)
   np.testing.assert_allclose(logits, ref_logits[:, 0], atol=2e-2)
 
 
-@pytest.mark.parametrize('batch_size', [1, 3])
+@pytest.mark.parametrize('batch_size', [1, 5])
 def test_generate_draws_what_the_models_own_logits_give(batch_size):
   """The whole sampler against a plain reference: model.apply per token and the same noise."""
   model, params, tokens = _model_and_params(2)
