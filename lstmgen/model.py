@@ -221,8 +221,8 @@ class LSTMLayer(nn.Module):
     if weight_drop_key is not None and self.weight_drop > 0:
       wh = _drop_weights(wh, weight_drop_key, self.weight_drop)
     if x_TxBxD.shape[0] == 1:
-      # One token (stepping the model by hand): no loop at all; a scan of length 1 costs ~10x
-      # the arithmetic here. Sampling has its own step, `decode.make_step`.
+      # One token (sampling three or more streams; one or two use `decode`'s batched step): no
+      # loop at all, where a scan of length 1 costs ~10x the arithmetic.
       c_BxH, h_BxH = carry
       if xproj_TxBx4H is None:
         xproj_TxBx4H = _matmul(x_TxBxD[0], wi, self.dtype)[None]
