@@ -113,9 +113,8 @@ def bench_train(steps: int, rounds: int):
     # frameworks then see the same drift.
     ours, peer = interleaved([lambda: chars / ours_run(steps), lambda: chars / peer_run(steps)],
                              rounds)
-    ratios = sorted(o / p for o, p in zip(ours, peer))
     row(f'train {label}', np.median(ours), np.median(peer), 'chars/s', 'torch')
-    print(f'    per-round ratios {", ".join(f"{x:.2f}" for x in ratios)} (median {np.median(ratios):.2f})')
+    print_round_ratios(ours, peer)
     flops = 3 * forward_flops_per_char(config)
     for who, cps in (('lstmgen', np.median(ours)), ('torch', np.median(peer))):
       achieved = cps * flops / 1e9
@@ -149,6 +148,11 @@ def interleaved(runs, rounds: int):
   return rates
 
 
+def print_round_ratios(ours, peer):
+  ratios = sorted(o / p for o, p in zip(ours, peer))
+  print(f'    per-round ratios {", ".join(f"{x:.2f}" for x in ratios)} (median {np.median(ratios):.2f})')
+
+
 def bench_sample(rounds: int, length: int = 600, prompt_len: int = 100):
   print(f'b. sampling throughput ({length} new chars after a {prompt_len}-char prompt, same weights); '
         f'{rounds} rounds, lstmgen and torch alternating')
@@ -169,8 +173,7 @@ def bench_sample(rounds: int, length: int = 600, prompt_len: int = 100):
     peer_rate = lambda: torch_peer.torch_stateful_sample(torch_model, prompt, length, 1.0, 0)[1]
     ours, peer = interleaved([ours_rate, peer_rate], rounds)
     row(f'sample, {streams} stream(s)', np.median(ours), np.median(peer), 'chars/s', 'torch loop')
-    ratios = sorted(o / p for o, p in zip(ours, peer))
-    print(f'    per-round ratios {", ".join(f"{x:.2f}" for x in ratios)}')
+    print_round_ratios(ours, peer)
     if streams == 1:
       _, window = torch_peer.tflearn_window_sample(torch_model, prompt[:1], 60, 1.0, 0)
       row('sample, 1 stream vs re-run window', np.median(ours), window, 'chars/s', 'tflearn-style')
