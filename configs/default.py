@@ -26,6 +26,9 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.dtype = 'float32'  # Matmul compute dtype ('float32' or 'bfloat16'); params and state stay fp32.
   config.scan_unroll = 1  # Time steps per iteration of the forward lax.scan.
+  # On the CPU backend, each LSTM step's elementwise work as one fused C++ kernel, built on first
+  # use with the host's compiler (False, or no compiler: the same steps in jax.numpy).
+  config.cpu_kernels = True
 
   config.batch_size = 128  # Global batch (sequences per step), split over all devices.
   config.seq_len = 100  # Characters per training window (targets per row).

@@ -20,7 +20,8 @@ from lstmgen.errors import UserError
 RUN_DEFINING = ('model', 'data.corpus', 'data.path', 'data.val_fraction', 'data.strip_gutenberg',
                 'dtype', 'seq_len', 'stateful')
 # Fields added after runs were saved without them, and the value those runs used.
-BACKFILL = {'stateful': False, 'lr_schedule': 'constant', 'model.weight_drop': 0.0}
+BACKFILL = {'stateful': False, 'lr_schedule': 'constant', 'model.weight_drop': 0.0,
+            'cpu_kernels': False}
 
 
 def config_path(workdir: str) -> str:

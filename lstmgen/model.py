@@ -5,7 +5,8 @@ first layer's is gathered from a V x 4H table, `input_table`), so the scanned bo
 `h @ W_hh`, the bias and the gates. The recurrence has a custom VJP (what cuDNN
 does): the backward scan keeps only `dgates @ W_hh^T`, and the weight gradient is one large matmul
 after it. Both scans work in one T x B x 4H buffer, in place: input projections, then the
-activations, then the gate gradients. Parameters use one fused [i, f, g, o] layout;
+activations, then the gate gradients. On the CPU each step's elementwise work is one fused C++
+kernel (`cpu_cell`) when it can be built. Parameters use one fused [i, f, g, o] layout;
 `to_flax_cell_params` maps a layer onto `flax.linen.LSTMCell`'s parameters, against which tests
 check outputs and gradients.
 """
@@ -18,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 import numpy as np
+
+from lstmgen import cpu_cell
 
 Carry = tuple[tuple[jax.Array, jax.Array], ...]  # Per layer: (c_BxH, h_BxH), fp32.
 
@@ -108,23 +111,35 @@ _project.defvjp(_project_fwd, _project_bwd)
 # ----------------------------------------------------------------------------- recurrence
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
-def lstm_recurrence(wh_Hx4H, b_4H, xproj_TxBx4H, c0_BxH, h0_BxH, dtype=jnp.float32, unroll=1):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def lstm_recurrence(wh_Hx4H, b_4H, xproj_TxBx4H, c0_BxH, h0_BxH, dtype=jnp.float32, unroll=1,
+                    kernels=False):
   """Runs the LSTM over time given the input projections x @ wi (without the bias `b_4H`).
 
   Returns (h_TxBxH, (c_T, h_T)). The bias is added in each step's gate loop and its gradient
   summed in the backward loop, where the gates are in cache: outside, each was one more pass over
-  a T x B x 4H array in memory.
+  a T x B x 4H array in memory. `kernels`: each step's elementwise work is `cpu_cell`'s kernel
+  (CPU only; see `use_kernels`).
   """
-  hs_TxBxH, cT, hT, _ = _forward(wh_Hx4H, b_4H, xproj_TxBx4H, c0_BxH, h0_BxH, dtype, unroll)
+  hs_TxBxH, cT, hT, _ = _forward(wh_Hx4H, b_4H, xproj_TxBx4H, c0_BxH, h0_BxH, dtype, unroll,
+                                 kernels)
   return hs_TxBxH, (cT, hT)
 
 
-def _forward(wh_Hx4H, b_4H, xproj_TxBx4H, c0_BxH, h0_BxH, dtype, unroll):
+def use_kernels(wanted: bool = True) -> bool:
+  """Whether the recurrence runs on `cpu_cell`'s kernels: wanted, the CPU backend, and built."""
+  return wanted and cpu_cell.available()
+
+
+def _forward(wh_Hx4H, b_4H, xproj_TxBx4H, c0_BxH, h0_BxH, dtype, unroll, kernels):
   wh_Hx4H = wh_Hx4H.astype(dtype)  # Cast once, not per step.
 
   def step(carry, t):
     c_BxH, h_BxH, buf_TxBx4H = carry
+    if kernels:
+      buf_TxBx4H, c_BxH, h_BxH = cpu_cell.forward_step(buf_TxBx4H, t, b_4H,
+                                                       _matmul(h_BxH, wh_Hx4H, dtype), c_BxH)
+      return (c_BxH, h_BxH, buf_TxBx4H), (c_BxH, h_BxH)
     xproj_Bx4H = jax.lax.dynamic_index_in_dim(buf_TxBx4H, t, keepdims=False)
     acts, c_BxH, h_BxH = _gates(xproj_Bx4H + b_4H + _matmul(h_BxH, wh_Hx4H, dtype), c_BxH)
     # Step t's activations overwrite its own (now spent) input projection: the input buffer is
@@ -138,19 +153,43 @@ def _forward(wh_Hx4H, b_4H, xproj_TxBx4H, c0_BxH, h0_BxH, dtype, unroll):
   return hs_TxBxH, cT, hT, (acts_TxBx4H, cs_TxBxH)
 
 
-def _recurrence_fwd(wh_Hx4H, b_4H, xproj_TxBx4H, c0_BxH, h0_BxH, dtype, unroll):
+def _recurrence_fwd(wh_Hx4H, b_4H, xproj_TxBx4H, c0_BxH, h0_BxH, dtype, unroll, kernels):
   hs_TxBxH, cT, hT, (acts, cs) = _forward(wh_Hx4H, b_4H, xproj_TxBx4H, c0_BxH, h0_BxH, dtype,
-                                          unroll)
+                                          unroll, kernels)
   return (hs_TxBxH, (cT, hT)), (wh_Hx4H, c0_BxH, h0_BxH, acts, cs, hs_TxBxH)
 
 
-def _recurrence_bwd(dtype, unroll, residuals, cotangents):
-  del unroll  # Only the forward scan unrolls (see the end of this function).
+def _recurrence_bwd(dtype, unroll, kernels, residuals, cotangents):
+  del unroll  # Only the forward scan unrolls (see `_backward_scan`).
   wh_Hx4H, c0_BxH, h0_BxH, acts_TxBx4H, cs_TxBxH, hs_TxBxH = residuals
   dhs_TxBxH, (dcT, dhT) = cotangents
   wh_cast_Hx4H = wh_Hx4H.astype(dtype)  # Cast once, not per step.
-  cprev_TxBxH = jnp.concatenate([c0_BxH[None], cs_TxBxH[:-1]])
+  backward_scan = _backward_scan_kernels if kernels else _backward_scan
+  dc0, dh0, db_4H, dgates_TxBx4H = backward_scan(wh_cast_Hx4H, c0_BxH, acts_TxBx4H, cs_TxBxH,
+                                                 dhs_TxBxH, dcT, dhT, dtype)
   hprev_TxBxH = jnp.concatenate([h0_BxH[None], hs_TxBxH[:-1]])
+  dwh_Hx4H = _weight_grad(hprev_TxBxH, dgates_TxBx4H, dtype)
+  return dwh_Hx4H.astype(wh_Hx4H.dtype), db_4H, dgates_TxBx4H, dc0, dh0
+
+
+def _backward_scan_kernels(wh_Hx4H, c0_BxH, acts_TxBx4H, cs_TxBxH, dhs_TxBxH, dcT, dhT, dtype):
+  """(dc0, dh0, db, gate gradients in the activations' buffer), each step one kernel call."""
+  def step(carry, t):
+    dc_BxH, dh_BxH, db_4H, buf_TxBx4H = carry
+    # The kernel reads step t's dh_out, c and c_prev out of the whole arrays itself.
+    buf_TxBx4H, dgates_Bx4H, dc_BxH, db_4H = cpu_cell.backward_step(
+        buf_TxBx4H, t, dhs_TxBxH, cs_TxBxH, c0_BxH, dh_BxH, dc_BxH, db_4H, dtype)
+    return (dc_BxH, _matmul_nt(dgates_Bx4H, wh_Hx4H, dtype), db_4H, buf_TxBx4H), None
+
+  (dc0, dh0, db_4H, dgates_TxBx4H), _ = jax.lax.scan(
+      step, (dcT, dhT, jnp.zeros(acts_TxBx4H.shape[-1]), acts_TxBx4H),
+      jnp.arange(acts_TxBx4H.shape[0]), reverse=True)
+  return dc0, dh0, db_4H, dgates_TxBx4H
+
+
+def _backward_scan(wh_Hx4H, c0_BxH, acts_TxBx4H, cs_TxBxH, dhs_TxBxH, dcT, dhT, dtype):
+  """`_backward_scan_kernels` in jax.numpy."""
+  cprev_TxBxH = jnp.concatenate([c0_BxH[None], cs_TxBxH[:-1]])
 
   def step(carry, xs):
     # acts_Bx4H (step t's activations) rides in the carry, read from the buffer one step ahead:
@@ -176,18 +215,16 @@ def _recurrence_bwd(dtype, unroll, residuals, cotangents):
     # As in the forward pass, step t's gate gradients overwrite its spent activations in place.
     buf_TxBx4H = jax.lax.dynamic_update_index_in_dim(buf_TxBx4H, dgates_Bx4H, t, 0)
     next_acts = jax.lax.dynamic_index_in_dim(buf_TxBx4H, jnp.maximum(t - 1, 0), keepdims=False)
-    return (dcf_BxH, _matmul_nt(dgates_Bx4H, wh_cast_Hx4H, dtype), db_4H + dgates_Bx4H.sum(0),
+    return (dcf_BxH, _matmul_nt(dgates_Bx4H, wh_Hx4H, dtype), db_4H + dgates_Bx4H.sum(0),
             next_acts, buf_TxBx4H), None
 
-  T = acts_TxBx4H.shape[0]
   (dc0, dh0, db_4H, _, dgates_TxBx4H), _ = jax.lax.scan(
       step, (dcT, dhT, jnp.zeros(acts_TxBx4H.shape[-1]), acts_TxBx4H[-1], acts_TxBx4H),
-      (jnp.arange(T), dhs_TxBxH, cs_TxBxH, cprev_TxBxH), reverse=True)
+      (jnp.arange(acts_TxBx4H.shape[0]), dhs_TxBxH, cs_TxBxH, cprev_TxBxH), reverse=True)
   # The backward scan is never unrolled: in an unrolled body the read-ahead of the next step's
   # activations is fused into readers XLA may order after the next write, and it then copies the
   # whole buffer every iteration (measured: unroll=2 doubled the time of a layer's gradient).
-  dwh_Hx4H = _weight_grad(hprev_TxBxH, dgates_TxBx4H, dtype)
-  return dwh_Hx4H.astype(wh_Hx4H.dtype), db_4H, dgates_TxBx4H, dc0, dh0
+  return dc0, dh0, db_4H, dgates_TxBx4H
 
 
 lstm_recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
@@ -210,6 +247,7 @@ class LSTMLayer(nn.Module):
   dtype: Any = jnp.float32
   unroll: int = 1
   weight_drop: float = 0.0
+  cpu_kernels: bool = True  # Use `cpu_cell`'s fused step kernels where they can run.
 
   @nn.compact
   def __call__(self, carry, x_TxBxD, weight_drop_key=None, xproj_TxBx4H=None):
@@ -231,7 +269,8 @@ class LSTMLayer(nn.Module):
       return (c_BxH, h_BxH), h_BxH[None]
     if xproj_TxBx4H is None:
       xproj_TxBx4H = _project(x_TxBxD, wi, self.dtype)
-    hs_TxBxH, carry = lstm_recurrence(wh, b, xproj_TxBx4H, *carry, self.dtype, self.unroll)
+    hs_TxBxH, carry = lstm_recurrence(wh, b, xproj_TxBx4H, *carry, self.dtype, self.unroll,
+                                      use_kernels(self.cpu_kernels))
     return carry, hs_TxBxH
 
 
@@ -288,6 +327,7 @@ class CharLSTM(nn.Module):
   dtype: Any = jnp.float32
   unroll: int = 1
   weight_drop: float = 0.0  # DropConnect rate on each layer's recurrent weights (training only).
+  cpu_kernels: bool = True
 
   def initial_carry(self, batch_size: int) -> Carry:
     zeros = jnp.zeros((batch_size, self.hidden_size), jnp.float32)
@@ -310,7 +350,7 @@ class CharLSTM(nn.Module):
     for layer in range(self.num_layers):
       layer_key = None if weight_drop_key is None else jax.random.fold_in(weight_drop_key, layer)
       layer_carry, x = LSTMLayer(self.hidden_size, self.forget_bias, self.dtype, self.unroll,
-                                 self.weight_drop, name=f'lstm_{layer}')(
+                                 self.weight_drop, self.cpu_kernels, name=f'lstm_{layer}')(
                                      carry[layer], x, layer_key, xproj if layer == 0 else None)
       new_carry.append(layer_carry)
       if dropout_keys_B is not None and self.dropout > 0:
@@ -325,7 +365,7 @@ def from_config(config, vocab_size: int) -> CharLSTM:
   return CharLSTM(vocab_size=vocab_size, embed_size=m.embed_size, hidden_size=m.hidden_size,
                   num_layers=m.num_layers, dropout=m.dropout, forget_bias=m.forget_bias,
                   weight_drop=m.weight_drop, dtype=jnp.dtype(config.dtype),
-                  unroll=config.scan_unroll)
+                  unroll=config.scan_unroll, cpu_kernels=config.cpu_kernels)
 
 
 def input_table(params, dtype=jnp.float32):

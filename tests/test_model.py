@@ -11,8 +11,8 @@ from lstmgen import model as model_lib
 B, T, D, H = 3, 7, 5, 6
 
 
-def _layer_and_inputs(unroll=1):
-  layer = model_lib.LSTMLayer(H, forget_bias=0.5, unroll=unroll)
+def _layer_and_inputs(unroll=1, cpu_kernels=False):
+  layer = model_lib.LSTMLayer(H, forget_bias=0.5, unroll=unroll, cpu_kernels=cpu_kernels)
   x = jax.random.normal(jax.random.key(1), (T, B, D))
   c0 = jax.random.normal(jax.random.key(2), (B, H))
   h0 = jax.random.normal(jax.random.key(3), (B, H))
@@ -31,9 +31,12 @@ def _flax_cell_over_time(cell_params, x_TxBxD, carry):
   return jnp.stack(hs), (c, h)
 
 
-@pytest.mark.parametrize('unroll', [1, 3])  # 3 does not divide T: a partly unrolled last step.
-def test_fast_layer_equals_flax_lstm_cell_outputs_and_gradients(unroll):
-  layer, params, x, carry = _layer_and_inputs(unroll)
+# unroll 3 does not divide T: a partly unrolled last step. cpu_kernels: `cpu_cell`'s fused steps.
+@pytest.mark.parametrize('unroll,cpu_kernels', [(1, False), (3, False), (1, True), (3, True)])
+def test_fast_layer_equals_flax_lstm_cell_outputs_and_gradients(unroll, cpu_kernels):
+  if cpu_kernels and not model_lib.use_kernels():
+    pytest.skip('no C++ compiler: cpu_cell kernels unavailable')
+  layer, params, x, carry = _layer_and_inputs(unroll, cpu_kernels)
   weights = jax.random.normal(jax.random.key(4), (T, B, H))
 
   def fast_loss(params, x, carry):
