@@ -2,8 +2,9 @@
 // pass over memory each (see lstmgen/cpu_cell.py for why and when they are used).
 //
 // Both work in place on the recurrence's T x B x 4H buffer (operand 0, aliased to result 0),
-// slot t: the forward step turns the input projections there into activations [i, f, g, o],
-// the backward step turns the activations into gate gradients. Rows are split into chunks that
+// slot t: the forward step turns the input projections there into activations [i, f, g, o]
+// (and writes c and h into slot t of the T x B x H state buffers, also in place), the backward
+// step turns the activations into gate gradients. Rows are split into chunks that
 // this thread and one pool thread take from a shared counter, so a busy pool never stalls the
 // step; per-chunk bias-gradient partials are summed in chunk order, so results do not depend on
 // which thread did what.
@@ -81,32 +82,40 @@ void ParallelRows(ffi::ThreadPool& pool, int64_t rows, int64_t chunks, const Bod
 
 constexpr int64_t kChunks = 8;
 
+template <ffi::DataType kOut>
 ffi::Error ForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> buf,
+                       ffi::Buffer<ffi::F32> cs, ffi::Buffer<ffi::F32> hs,
                        ffi::Buffer<ffi::S32> t_buf, ffi::Buffer<ffi::F32> bias,
-                       ffi::Buffer<ffi::F32> rec, ffi::Buffer<ffi::F32> c_in,
-                       ffi::ResultBuffer<ffi::F32> buf_out, ffi::ResultBuffer<ffi::F32> c_out,
-                       ffi::ResultBuffer<ffi::F32> h_out) {
+                       ffi::Buffer<ffi::F32> rec, ffi::Buffer<ffi::F32> c0,
+                       ffi::ResultBuffer<ffi::F32> buf_out, ffi::ResultBuffer<ffi::F32> cs_out,
+                       ffi::ResultBuffer<ffi::F32> hs_out, ffi::ResultBuffer<kOut> h_cast) {
   const auto dims = buf.dimensions();
   const int64_t B = dims[1], H4 = dims[2], H = H4 / 4;
   const int64_t t = t_buf.typed_data()[0];
   float* slot = buf_out->typed_data() + t * B * H4;
+  const float* c_prev = t > 0 ? cs_out->typed_data() + (t - 1) * B * H : c0.typed_data();
+  float* c_t = cs_out->typed_data() + t * B * H;
+  float* h_t = hs_out->typed_data() + t * B * H;
   const float* b = bias.typed_data();
   ParallelRows(pool, B, kChunks, [&](int64_t r0, int64_t r1, int64_t) {
     for (int64_t r = r0; r < r1; ++r) {
-      float* a = slot + r * H4;
+      float* a = slot + r * H4;  // Input projections in, activations out.
       const float* rr = rec.typed_data() + r * H4;
       // sigmoid(x) = 0.5 * tanh(x / 2) + 0.5, as the JAX cell computes it.
       for (int64_t j = 0; j < 2 * H; ++j) a[j] = Tanh((a[j] + b[j] + rr[j]) * 0.5f) * 0.5f + 0.5f;
       for (int64_t j = 2 * H; j < 3 * H; ++j) a[j] = Tanh(a[j] + b[j] + rr[j]);
       for (int64_t j = 3 * H; j < H4; ++j) a[j] = Tanh((a[j] + b[j] + rr[j]) * 0.5f) * 0.5f + 0.5f;
-      const float* c = c_in.typed_data() + r * H;
-      float* cn = c_out->typed_data() + r * H;
-      float* hn = h_out->typed_data() + r * H;
+      const float* cp = c_prev + r * H;
+      float* c = c_t + r * H;
+      float* h = h_t + r * H;
+      auto* hc = h_cast->typed_data() + r * H;
 #pragma GCC ivdep
       for (int64_t j = 0; j < H; ++j) {
-        const float cj = a[H + j] * c[j] + a[j] * a[2 * H + j];
-        cn[j] = cj;
-        hn[j] = a[3 * H + j] * Tanh(cj);
+        const float cj = a[H + j] * cp[j] + a[j] * a[2 * H + j];
+        const float hj = a[3 * H + j] * Tanh(cj);
+        c[j] = cj;
+        h[j] = hj;
+        Store(hc + j, hj);
       }
     }
   });
@@ -176,17 +185,24 @@ ffi::Error BackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> buf,
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmCellForward, ForwardImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+#define LSTM_FORWARD(name, out)                                   \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, ForwardImpl<out>,           \
+                                ffi::Ffi::Bind()                  \
+                                    .Ctx<ffi::ThreadPool>()       \
+                                    .Arg<ffi::Buffer<ffi::F32>>() \
+                                    .Arg<ffi::Buffer<ffi::F32>>() \
+                                    .Arg<ffi::Buffer<ffi::F32>>() \
+                                    .Arg<ffi::Buffer<ffi::S32>>() \
+                                    .Arg<ffi::Buffer<ffi::F32>>() \
+                                    .Arg<ffi::Buffer<ffi::F32>>() \
+                                    .Arg<ffi::Buffer<ffi::F32>>() \
+                                    .Ret<ffi::Buffer<ffi::F32>>() \
+                                    .Ret<ffi::Buffer<ffi::F32>>() \
+                                    .Ret<ffi::Buffer<ffi::F32>>() \
+                                    .Ret<ffi::Buffer<out>>());
+
+LSTM_FORWARD(LstmCellForwardF32, ffi::F32)
+LSTM_FORWARD(LstmCellForwardBF16, ffi::BF16)
 
 #define LSTM_BACKWARD(name, out)                                  \
   XLA_FFI_DEFINE_HANDLER_SYMBOL(name, BackwardImpl<out>,          \

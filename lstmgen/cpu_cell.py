@@ -92,22 +92,32 @@ def available() -> bool:
     logging.warning('lstmgen\'s CPU kernels could not be built or loaded (%s); LSTM steps run in '
                     'jax.numpy', e)
     return False
-  for name in ('LstmCellForward', 'LstmCellBackwardF32', 'LstmCellBackwardBF16'):
+  for name in ('LstmCellForwardF32', 'LstmCellForwardBF16', 'LstmCellBackwardF32',
+               'LstmCellBackwardBF16'):
     jax.ffi.register_ffi_target(f'lstmgen_{name}', jax.ffi.pycapsule(getattr(lib, name)),
                                 platform='cpu')
   return True
 
 
-def forward_step(buf_TxBx4H, t, b_4H, rec_Bx4H, c_BxH):
-  """Step t of the forward recurrence: gates = buf[t] + b + rec; buf[t] := activations.
+def _target(step: str, dtype) -> str:
+  return f'lstmgen_LstmCell{step}{"BF16" if jnp.dtype(dtype) == jnp.bfloat16 else "F32"}'
 
-  Returns (buf, c, h) with buf updated in place (it must be the caller's last use of it).
+
+def forward_step(buf_TxBx4H, cs_TxBxH, hs_TxBxH, t, b_4H, rec_Bx4H, c0_BxH, dtype):
+  """Step t of the forward recurrence, in place: gates = buf[t] + b + rec, buf[t] := their
+  activations, cs[t] and hs[t] := the new c and h (c_prev is cs[t - 1], or c0 at t = 0).
+
+  Returns (buf, cs, hs, h in `dtype` for the next recurrent matmul). The three buffers are
+  updated in place: they must be the caller's last use of them.
   """
-  out = jax.ShapeDtypeStruct(c_BxH.shape, jnp.float32)
-  return jax.ffi.ffi_call('lstmgen_LstmCellForward',
-                          (jax.ShapeDtypeStruct(buf_TxBx4H.shape, jnp.float32), out, out),
-                          input_output_aliases={0: 0})(
-                              buf_TxBx4H, jnp.asarray(t, jnp.int32), b_4H, rec_Bx4H, c_BxH)
+  B, H = c0_BxH.shape
+  f32 = lambda a: jax.ShapeDtypeStruct(a.shape, jnp.float32)
+  return jax.ffi.ffi_call(_target('Forward', dtype),
+                          (f32(buf_TxBx4H), f32(cs_TxBxH), f32(hs_TxBxH),
+                           jax.ShapeDtypeStruct((B, H), dtype)),
+                          input_output_aliases={0: 0, 1: 1, 2: 2})(
+                              buf_TxBx4H, cs_TxBxH, hs_TxBxH, jnp.asarray(t, jnp.int32), b_4H,
+                              rec_Bx4H, c0_BxH)
 
 
 def backward_step(buf_TxBx4H, t, dhs_TxBxH, cs_TxBxH, c0_BxH, dh_BxH, dc_BxH, db_4H, dtype):
@@ -117,9 +127,8 @@ def backward_step(buf_TxBx4H, t, dhs_TxBxH, cs_TxBxH, c0_BxH, dh_BxH, dc_BxH, db
   db + this step's bias gradient).
   """
   B, H = c0_BxH.shape
-  name = 'LstmCellBackwardBF16' if jnp.dtype(dtype) == jnp.bfloat16 else 'LstmCellBackwardF32'
   f32 = lambda shape: jax.ShapeDtypeStruct(shape, jnp.float32)
-  return jax.ffi.ffi_call(f'lstmgen_{name}',
+  return jax.ffi.ffi_call(_target('Backward', dtype),
                           (f32(buf_TxBx4H.shape), jax.ShapeDtypeStruct((B, 4 * H), dtype),
                            f32((B, H)), f32((4 * H,))),
                           input_output_aliases={0: 0})(
