@@ -183,6 +183,29 @@ ffi::Error BackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> buf,
   return ffi::Error::Success();
 }
 
+// out[i, n] = bf16(in[n, i]) for a [N, I] matrix, in 32 x 32 tiles (both sides' cache lines used
+// whole); the I tiles are shared out like rows above.
+ffi::Error TransposeToBf16Impl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> in,
+                               ffi::ResultBuffer<ffi::BF16> out) {
+  const auto dims = in.dimensions();
+  const int64_t N = dims[0], I = dims[1];
+  constexpr int64_t kTile = 32;
+  const float* src = in.typed_data();
+  uint16_t* dst = out->typed_data();
+  const int64_t tiles = (I + kTile - 1) / kTile;
+  ParallelRows(pool, tiles, std::min<int64_t>(tiles, kChunks), [&](int64_t k0, int64_t k1, int64_t) {
+    for (int64_t i0 = k0 * kTile; i0 < std::min(I, k1 * kTile); i0 += kTile) {
+      const int64_t i1 = std::min(I, i0 + kTile);
+      for (int64_t n0 = 0; n0 < N; n0 += kTile) {
+        const int64_t n1 = std::min(N, n0 + kTile);
+        for (int64_t i = i0; i < i1; ++i)
+          for (int64_t n = n0; n < n1; ++n) dst[i * N + n] = ToBf16(src[n * I + i]);
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 #define LSTM_FORWARD(name, out)                                   \
@@ -223,3 +246,9 @@ LSTM_FORWARD(LstmCellForwardBF16, ffi::BF16)
 
 LSTM_BACKWARD(LstmCellBackwardF32, ffi::F32)
 LSTM_BACKWARD(LstmCellBackwardBF16, ffi::BF16)
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(TransposeToBf16, TransposeToBf16Impl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::BF16>>());

@@ -60,7 +60,7 @@ def _flat_matmul(x_TxBxI, w_IxO, dtype):
   return _matmul(x_TxBxI.reshape(T * B, I), w_IxO, dtype).reshape(T, B, -1)
 
 
-def _weight_grad(a_TxBxI, b_TxBxO, dtype):
+def _weight_grad(a_TxBxI, b_TxBxO, dtype, kernels=False):
   """a^T @ b summed over every time step and example (a weight gradient): [I, O], fp32.
 
   XLA's CPU backend runs a dot that contracts both operands' leading axis on its fp32 path even
@@ -70,7 +70,7 @@ def _weight_grad(a_TxBxI, b_TxBxO, dtype):
   with AMX. In fp32 the copy costs more than it saves (training 6% slower), and other backends
   contract leading axes natively. Either way time and batch are merged first: XLA's CPU dot
   transposes 3-D operands into copies when contracting over (T, B) (measured in fp32: 47 ms
-  instead of 28).
+  instead of 28). With `kernels`, `cpu_cell` makes the transposed bf16 copy.
   """
   T, B, I = a_TxBxI.shape
   a = a_TxBxI.astype(dtype)
@@ -78,12 +78,15 @@ def _weight_grad(a_TxBxI, b_TxBxO, dtype):
   if jax.default_backend() != 'cpu' or jnp.dtype(dtype) == jnp.float32:
     return jax.lax.dot_general(a.reshape(T * B, I), b_NxO, (((0,), (0,)), ((), ())),
                                preferred_element_type=jnp.float32)
-  aT_IxN = jnp.transpose(a, (2, 0, 1)).reshape(I, T * B)
+  if kernels:
+    aT_IxN = cpu_cell.transpose_to_bf16(a_TxBxI.reshape(T * B, I))
+  else:
+    aT_IxN = jnp.transpose(a, (2, 0, 1)).reshape(I, T * B)
   return jnp.dot(aT_IxN, b_NxO, preferred_element_type=jnp.float32)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _project(x_TxBxI, w_IxO, dtype):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _project(x_TxBxI, w_IxO, dtype, kernels=False):
   """x @ w over all time steps, with both backward matmuls in `dtype` too.
 
   Autodiff of a bf16 matmul with an fp32 result transposes into fp32 matmuls (an fp32 cotangent
@@ -93,15 +96,15 @@ def _project(x_TxBxI, w_IxO, dtype):
   return _flat_matmul(x_TxBxI, w_IxO, dtype)
 
 
-def _project_fwd(x_TxBxI, w_IxO, dtype):
+def _project_fwd(x_TxBxI, w_IxO, dtype, kernels):
   return _flat_matmul(x_TxBxI, w_IxO, dtype), (x_TxBxI, w_IxO)
 
 
-def _project_bwd(dtype, residuals, g_TxBxO):
+def _project_bwd(dtype, kernels, residuals, g_TxBxO):
   x_TxBxI, w_IxO = residuals
   T, B, I = x_TxBxI.shape
   dx_NxI = _matmul_nt(g_TxBxO.reshape(T * B, -1), w_IxO, dtype)
-  dw_IxO = _weight_grad(x_TxBxI, g_TxBxO, dtype)
+  dw_IxO = _weight_grad(x_TxBxI, g_TxBxO, dtype, kernels)
   return dx_NxI.reshape(T, B, I).astype(x_TxBxI.dtype), dw_IxO.astype(w_IxO.dtype)
 
 
@@ -182,7 +185,7 @@ def _recurrence_bwd(dtype, unroll, kernels, residuals, cotangents):
   dc0, dh0, db_4H, dgates_TxBx4H = backward_scan(wh_cast_Hx4H, c0_BxH, acts_TxBx4H, cs_TxBxH,
                                                  dhs_TxBxH, dcT, dhT, dtype)
   hprev_TxBxH = jnp.concatenate([h0_BxH[None], hs_TxBxH[:-1]])
-  dwh_Hx4H = _weight_grad(hprev_TxBxH, dgates_TxBx4H, dtype)
+  dwh_Hx4H = _weight_grad(hprev_TxBxH, dgates_TxBx4H, dtype, kernels)
   return dwh_Hx4H.astype(wh_Hx4H.dtype), db_4H, dgates_TxBx4H, dc0, dh0
 
 
@@ -281,10 +284,11 @@ class LSTMLayer(nn.Module):
       gates_Bx4H = xproj_TxBx4H[0] + b + _matmul(h_BxH, wh, self.dtype)
       _, c_BxH, h_BxH = _gates(gates_Bx4H, c_BxH)
       return (c_BxH, h_BxH), h_BxH[None]
+    kernels = use_kernels(self.cpu_kernels)
     if xproj_TxBx4H is None:
-      xproj_TxBx4H = _project(x_TxBxD, wi, self.dtype)
+      xproj_TxBx4H = _project(x_TxBxD, wi, self.dtype, kernels)
     hs_TxBxH, carry = lstm_recurrence(wh, b, xproj_TxBx4H, *carry, self.dtype, self.unroll,
-                                      use_kernels(self.cpu_kernels))
+                                      kernels)
     return carry, hs_TxBxH
 
 

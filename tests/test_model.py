@@ -88,13 +88,18 @@ def test_bfloat16_compute_stays_close_to_float32():
 
 
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
-def test_weight_gradient_sums_a_transpose_b_over_time_and_batch(dtype):
-  """On the CPU a bf16 weight gradient is a plain matmul over a transposed copy of `a`."""
-  a = jax.random.normal(jax.random.key(0), (5, 3, 4))
-  b = jax.random.normal(jax.random.key(1), (5, 3, 6))
+@pytest.mark.parametrize('kernels', [False, True])
+def test_weight_gradient_sums_a_transpose_b_over_time_and_batch(dtype, kernels):
+  """On the CPU a bf16 weight gradient is a plain matmul over a transposed copy of `a` (made by
+  `cpu_cell` with kernels: sizes that are not whole 32 x 32 tiles)."""
+  if kernels and not model_lib.use_kernels():
+    pytest.skip('no C++ compiler: cpu_cell kernels unavailable')
+  a = jax.random.normal(jax.random.key(0), (5, 13, 37))
+  b = jax.random.normal(jax.random.key(1), (5, 13, 6))
   rounded = [np.asarray(x.astype(dtype).astype(jnp.float32), np.float64) for x in (a, b)]
-  np.testing.assert_allclose(model_lib._weight_grad(a, b, dtype),  # pylint: disable=protected-access
-                             np.einsum('tbi,tbo->io', *rounded), rtol=1e-5, atol=1e-5)
+  grad = jax.jit(model_lib._weight_grad, static_argnums=(2, 3))  # pylint: disable=protected-access
+  np.testing.assert_allclose(grad(a, b, dtype, kernels), np.einsum('tbi,tbo->io', *rounded),
+                             rtol=1e-5, atol=1e-4)
 
 
 def test_bfloat16_gradients_stay_close_to_float32():
