@@ -251,7 +251,7 @@ def _matmul_gflops(m, k, n, dtype):
 
 
 def matmul_peak_gflops(dtype='float32', m=128, k=256, n=1024, threads=None) -> float:
-  """torch.mm GFLOP/s at the recurrence shape [m, k] @ [k, n]."""
+  """torch.mm GFLOP/s at [m, k] @ [k, n] (default: the recurrence's step)."""
   torch_dtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16}[dtype]
   with _num_threads(threads):
     return _matmul_gflops(m, k, n, torch_dtype)
