@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bench import torch_peer
+from bench.timing import interleaved, print_round_ratios, row
 from configs import default
 from lstmgen import hostmem
 from lstmgen import model as model_lib
@@ -37,13 +38,6 @@ def forward_flops_per_char(config, vocab=VOCAB) -> float:
   flops = 2 * m.embed_size * four_h + 2 * m.hidden_size * four_h
   flops += (m.num_layers - 1) * 2 * (2 * m.hidden_size * four_h)
   return flops + 2 * m.hidden_size * vocab
-
-
-def row(name, ours, peer, unit, peer_name):
-  ratio = ours / peer if peer else float('nan')
-  print(f'  {name:<34} lstmgen {ours:>12,.1f} {unit:<8} {peer_name} {peer:>12,.1f}   ratio {ratio:6.2f}x',
-        flush=True)
-  return ratio
 
 
 # The recurrence's step [B, H] @ [H, 4H], and a whole sequence's input projection [T * B, H] @ [H, 4H].
@@ -144,21 +138,6 @@ def bench_first_step():
 
 
 # ----------------------------------------------------------------------------- b. sampling
-
-
-def interleaved(runs, rounds: int):
-  """Each run's rates over `rounds` rounds, taking turns, the order flipped every round."""
-  rates = [[] for _ in runs]
-  for r in range(rounds):
-    order = list(enumerate(runs))
-    for i, run in order if r % 2 == 0 else order[::-1]:
-      rates[i].append(run())
-  return rates
-
-
-def print_round_ratios(ours, peer):
-  ratios = sorted(o / p for o, p in zip(ours, peer))
-  print(f'    per-round ratios {", ".join(f"{x:.2f}" for x in ratios)} (median {np.median(ratios):.2f})')
 
 
 def bench_sample(rounds: int, length: int = 600, prompt_len: int = 100):
