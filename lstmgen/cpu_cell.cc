@@ -1,7 +1,8 @@
-// The LSTM cell's per-step elementwise work as two XLA FFI kernels for the CPU backend, one
-// pass over memory each (see lstmgen/cpu_cell.py for why and when they are used).
+// The LSTM cell's per-step elementwise work as XLA FFI kernels for the CPU backend, one pass
+// over memory each, and the transposed bf16 copy that bf16 weight gradients multiply (see
+// lstmgen/cpu_cell.py for why and when they are used).
 //
-// Both work in place on the recurrence's T x B x 4H buffer (operand 0, aliased to result 0),
+// The step kernels work in place on the recurrence's T x B x 4H buffer (operand 0, aliased to result 0),
 // slot t: the forward step turns the input projections there into activations [i, f, g, o]
 // (and writes c and h into slot t of the T x B x H state buffers, also in place), the backward
 // step turns the activations into gate gradients. Rows are split into chunks that
@@ -23,8 +24,8 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-// Eigen's single-precision rational tanh (what XLA's CPU backend uses), plain arithmetic so
-// that GCC vectorizes the loops that call it.
+// Eigen's single-precision rational tanh (XLA's CPU backend uses the same coefficients), plain
+// arithmetic so that GCC vectorizes the loops that call it.
 inline float Tanh(float x) {
   x = std::min(7.90531110763549805f, std::max(-7.90531110763549805f, x));
   const float x2 = x * x;
