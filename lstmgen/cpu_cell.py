@@ -101,6 +101,14 @@ def available() -> bool:
   return True
 
 
+def _ffi_call(target: str, results, **kwargs):
+  """jax.ffi.ffi_call of one of the kernels, built and registered first if need be."""
+  if not available():
+    raise RuntimeError(f"lstmgen's CPU kernels are unavailable here (see the warning logged "
+                       f"above), so {target} cannot run; use kernels=False")
+  return jax.ffi.ffi_call(target, results, **kwargs)
+
+
 def _target(step: str, dtype) -> str:
   return f'lstmgen_LstmCell{step}{"BF16" if jnp.dtype(dtype) == jnp.bfloat16 else "F32"}'
 
@@ -114,7 +122,7 @@ def forward_step(buf_TxBx4H, cs_TxBxH, hs_TxBxH, t, b_4H, rec_Bx4H, c0_BxH, dtyp
   """
   B, H = c0_BxH.shape
   f32 = lambda a: jax.ShapeDtypeStruct(a.shape, jnp.float32)
-  return jax.ffi.ffi_call(_target('Forward', dtype),
+  return _ffi_call(_target('Forward', dtype),
                           (f32(buf_TxBx4H), f32(cs_TxBxH), f32(hs_TxBxH),
                            jax.ShapeDtypeStruct((B, H), dtype)),
                           input_output_aliases={0: 0, 1: 1, 2: 2})(
@@ -130,7 +138,7 @@ def backward_step(buf_TxBx4H, t, dhs_TxBxH, cs_TxBxH, c0_BxH, dh_BxH, dc_BxH, db
   """
   B, H = c0_BxH.shape
   f32 = lambda shape: jax.ShapeDtypeStruct(shape, jnp.float32)
-  return jax.ffi.ffi_call(_target('Backward', dtype),
+  return _ffi_call(_target('Backward', dtype),
                           (f32(buf_TxBx4H.shape), jax.ShapeDtypeStruct((B, 4 * H), dtype),
                            f32((B, H)), f32((4 * H,))),
                           input_output_aliases={0: 0})(
@@ -142,5 +150,5 @@ def transpose_to_bf16(x_NxI):
   """x.T in bfloat16, from float32 (XLA's CPU transpose-and-convert of a [12800, 256] operand
   took 5.3 ms on the EPYC)."""
   N, I = x_NxI.shape
-  return jax.ffi.ffi_call('lstmgen_TransposeToBf16', jax.ShapeDtypeStruct((I, N), jnp.bfloat16))(
+  return _ffi_call('lstmgen_TransposeToBf16', jax.ShapeDtypeStruct((I, N), jnp.bfloat16))(
       x_NxI.astype(jnp.float32))

@@ -82,3 +82,21 @@ def test_without_a_compiler_the_model_falls_back_to_jax_numpy_with_one_warning(t
   warnings = [l for l in out.stderr.splitlines() if 'jax.numpy' in l]
   assert len(warnings) == 1, out.stderr
   assert not os.listdir(tmp_path / 'cache' / 'lstmgen')  # No half-written library left behind.
+
+
+_DIRECT = '''
+import jax, jax.numpy as jnp
+from lstmgen import model as model_lib
+x = jnp.ones((3, 2, 8))
+hs, _ = model_lib.lstm_recurrence(jnp.ones((2, 8)) * 0.1, jnp.zeros(8), x, jnp.zeros((2, 2)),
+                                  jnp.zeros((2, 2)), jnp.float32, 1, True)
+print('ran', float(hs.sum()))
+'''
+
+
+@needs_kernels
+def test_the_recurrence_asked_for_kernels_builds_them_itself():
+  # Without going through the module (which checks `use_kernels` first), in a fresh process.
+  out = subprocess.run([sys.executable, '-c', _DIRECT], capture_output=True, text=True,
+                       timeout=300, env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  assert out.returncode == 0 and 'ran' in out.stdout, out.stderr
