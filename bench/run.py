@@ -126,6 +126,22 @@ def bench_train(steps: int, rounds: int):
       print_first_step(compile_s)
 
 
+def bench_kernels(steps: int, rounds: int):
+  """lstmgen's step with and without its fused CPU kernels (config.cpu_kernels), paired rounds."""
+  print(f'e. lstmgen with --config.cpu_kernels=False vs True; {rounds} rounds of {steps} steps, '
+        f'alternating')
+  if not model_lib.use_kernels():
+    print('  the kernels are unavailable here (see the warning above); nothing to compare')
+    return
+  for dtype in ('float32', 'bfloat16'):
+    config = reference_config(dtype=dtype)
+    chars = config.batch_size * config.seq_len * steps
+    runs = [jax_train_runner(reference_config(dtype=dtype, cpu_kernels=k))[0] for k in (True, False)]
+    on, off = interleaved([lambda run=run: chars / run(steps) for run in runs], rounds)
+    row(f'train {dtype}, kernels', np.median(on), np.median(off), 'chars/s', 'jax.numpy')
+    print_round_ratios(on, off)
+
+
 def print_first_step(seconds: float):
   cache = jax.config.jax_compilation_cache_dir  # Set by JAX_COMPILATION_CACHE_DIR.
   print(f'  d. time to first step (compile), reference config: {seconds:.1f} s '
@@ -215,7 +231,7 @@ def bench_memory(megabytes: int = 100):
 def main():
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument('--only', default='train,sample,memory',
-                      help='Comma-separated: train, sample, memory, first_step.')
+                      help='Comma-separated: train, sample, memory, first_step, kernels.')
   parser.add_argument('--steps', type=int, default=5, help='Training steps per round.')
   parser.add_argument('--rounds', type=int, default=5,
                       help='Timed rounds per framework (training and sampling), alternating with '
@@ -235,6 +251,8 @@ def main():
     bench_memory(args.corpus_mb)
   if 'first_step' in todo:  # Also printed by 'train'.
     bench_first_step()
+  if 'kernels' in todo:
+    bench_kernels(args.steps, args.rounds)
 
 
 if __name__ == '__main__':
