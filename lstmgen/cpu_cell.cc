@@ -22,6 +22,15 @@
 
 namespace ffi = xla::ffi;
 
+// Lets a handler take XLA's intra-op thread pool as a plain parameter, so that its binding can
+// be inferred from its signature (ffi.h binds ThreadPool only through an explicit Ctx<>).
+namespace xla::ffi {
+template <>
+struct CtxBinding<ThreadPool> {
+  using Ctx = ThreadPool;
+};
+}  // namespace xla::ffi
+
 namespace {
 
 // Eigen's single-precision rational tanh (XLA's CPU backend uses the same coefficients), plain
@@ -209,47 +218,10 @@ ffi::Error TransposeToBf16Impl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> in,
 
 }  // namespace
 
-#define LSTM_FORWARD(name, out)                                   \
-  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, ForwardImpl<out>,           \
-                                ffi::Ffi::Bind()                  \
-                                    .Ctx<ffi::ThreadPool>()       \
-                                    .Arg<ffi::Buffer<ffi::F32>>() \
-                                    .Arg<ffi::Buffer<ffi::F32>>() \
-                                    .Arg<ffi::Buffer<ffi::F32>>() \
-                                    .Arg<ffi::Buffer<ffi::S32>>() \
-                                    .Arg<ffi::Buffer<ffi::F32>>() \
-                                    .Arg<ffi::Buffer<ffi::F32>>() \
-                                    .Arg<ffi::Buffer<ffi::F32>>() \
-                                    .Ret<ffi::Buffer<ffi::F32>>() \
-                                    .Ret<ffi::Buffer<ffi::F32>>() \
-                                    .Ret<ffi::Buffer<ffi::F32>>() \
-                                    .Ret<ffi::Buffer<out>>());
-
-LSTM_FORWARD(LstmCellForwardF32, ffi::F32)
-LSTM_FORWARD(LstmCellForwardBF16, ffi::BF16)
-
-#define LSTM_BACKWARD(name, out)                                  \
-  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, BackwardImpl<out>,          \
-                                ffi::Ffi::Bind()                  \
-                                    .Ctx<ffi::ThreadPool>()       \
-                                    .Arg<ffi::Buffer<ffi::F32>>() \
-                                    .Arg<ffi::Buffer<ffi::S32>>() \
-                                    .Arg<ffi::Buffer<ffi::F32>>() \
-                                    .Arg<ffi::Buffer<ffi::F32>>() \
-                                    .Arg<ffi::Buffer<ffi::F32>>() \
-                                    .Arg<ffi::Buffer<ffi::F32>>() \
-                                    .Arg<ffi::Buffer<ffi::F32>>() \
-                                    .Arg<ffi::Buffer<ffi::F32>>() \
-                                    .Ret<ffi::Buffer<ffi::F32>>() \
-                                    .Ret<ffi::Buffer<out>>()      \
-                                    .Ret<ffi::Buffer<ffi::F32>>() \
-                                    .Ret<ffi::Buffer<ffi::F32>>());
-
-LSTM_BACKWARD(LstmCellBackwardF32, ffi::F32)
-LSTM_BACKWARD(LstmCellBackwardBF16, ffi::BF16)
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(TransposeToBf16, TransposeToBf16Impl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::BF16>>());
+// Each handler's binding (its arguments, results and context, in order) is inferred from its
+// C++ signature.
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmCellForwardF32, ForwardImpl<ffi::F32>);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmCellForwardBF16, ForwardImpl<ffi::BF16>);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmCellBackwardF32, BackwardImpl<ffi::F32>);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmCellBackwardBF16, BackwardImpl<ffi::BF16>);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(TransposeToBf16, TransposeToBf16Impl);
