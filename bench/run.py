@@ -134,9 +134,9 @@ def bench_kernels(steps: int, rounds: int):
     print('  the kernels are unavailable here (see the warning above); nothing to compare')
     return
   for dtype in ('float32', 'bfloat16'):
-    config = reference_config(dtype=dtype)
-    chars = config.batch_size * config.seq_len * steps
-    runs = [jax_train_runner(reference_config(dtype=dtype, cpu_kernels=k))[0] for k in (True, False)]
+    configs = [reference_config(dtype=dtype, cpu_kernels=k) for k in (True, False)]
+    chars = configs[0].batch_size * configs[0].seq_len * steps
+    runs = [jax_train_runner(config)[0] for config in configs]
     on, off = interleaved([lambda run=run: chars / run(steps) for run in runs], rounds)
     row(f'train {dtype}, kernels', np.median(on), np.median(off), 'chars/s', 'jax.numpy')
     print_round_ratios(on, off)

@@ -109,6 +109,10 @@ def _ffi_call(target: str, results, **kwargs):
   return jax.ffi.ffi_call(target, results, **kwargs)
 
 
+def _f32(shape):
+  return jax.ShapeDtypeStruct(shape, jnp.float32)
+
+
 def _target(step: str, dtype) -> str:
   return f'lstmgen_LstmCell{step}{"BF16" if jnp.dtype(dtype) == jnp.bfloat16 else "F32"}'
 
@@ -121,13 +125,12 @@ def forward_step(buf_TxBx4H, cs_TxBxH, hs_TxBxH, t, b_4H, rec_Bx4H, c0_BxH, dtyp
   updated in place: they must be the caller's last use of them.
   """
   B, H = c0_BxH.shape
-  f32 = lambda a: jax.ShapeDtypeStruct(a.shape, jnp.float32)
   return _ffi_call(_target('Forward', dtype),
-                          (f32(buf_TxBx4H), f32(cs_TxBxH), f32(hs_TxBxH),
-                           jax.ShapeDtypeStruct((B, H), dtype)),
-                          input_output_aliases={0: 0, 1: 1, 2: 2})(
-                              buf_TxBx4H, cs_TxBxH, hs_TxBxH, jnp.asarray(t, jnp.int32), b_4H,
-                              rec_Bx4H, c0_BxH)
+                   (_f32(buf_TxBx4H.shape), _f32(cs_TxBxH.shape), _f32(hs_TxBxH.shape),
+                    jax.ShapeDtypeStruct((B, H), dtype)),
+                   input_output_aliases={0: 0, 1: 1, 2: 2})(
+                       buf_TxBx4H, cs_TxBxH, hs_TxBxH, jnp.asarray(t, jnp.int32), b_4H, rec_Bx4H,
+                       c0_BxH)
 
 
 def backward_step(buf_TxBx4H, t, dhs_TxBxH, cs_TxBxH, c0_BxH, dh_BxH, dc_BxH, db_4H, dtype):
@@ -137,13 +140,12 @@ def backward_step(buf_TxBx4H, t, dhs_TxBxH, cs_TxBxH, c0_BxH, dh_BxH, dc_BxH, db
   db + this step's bias gradient).
   """
   B, H = c0_BxH.shape
-  f32 = lambda shape: jax.ShapeDtypeStruct(shape, jnp.float32)
   return _ffi_call(_target('Backward', dtype),
-                          (f32(buf_TxBx4H.shape), jax.ShapeDtypeStruct((B, 4 * H), dtype),
-                           f32((B, H)), f32((4 * H,))),
-                          input_output_aliases={0: 0})(
-                              buf_TxBx4H, jnp.asarray(t, jnp.int32), dhs_TxBxH, cs_TxBxH, c0_BxH,
-                              dh_BxH, dc_BxH, db_4H)
+                   (_f32(buf_TxBx4H.shape), jax.ShapeDtypeStruct((B, 4 * H), dtype), _f32((B, H)),
+                    _f32((4 * H,))),
+                   input_output_aliases={0: 0})(
+                       buf_TxBx4H, jnp.asarray(t, jnp.int32), dhs_TxBxH, cs_TxBxH, c0_BxH, dh_BxH,
+                       dc_BxH, db_4H)
 
 
 def transpose_to_bf16(x_NxI):
