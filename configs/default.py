@@ -29,6 +29,9 @@ def get_config() -> ml_collections.ConfigDict:
   # On the CPU backend, each LSTM step's elementwise work as one fused C++ kernel, built on first
   # use with the host's compiler (False, or no compiler: the same steps in jax.numpy).
   config.cpu_kernels = True
+  # On a CUDA GPU in float32, each LSTM layer as cuDNN's fused LSTM (jax.experimental.rnn) instead
+  # of the scan: same parameters and results to rounding. Ignored on other backends and in bf16.
+  config.cudnn = False
 
   config.batch_size = 128  # Global batch (sequences per step), split over all devices.
   config.seq_len = 100  # Characters per training window (targets per row).

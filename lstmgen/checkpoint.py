@@ -21,7 +21,7 @@ RUN_DEFINING = ('model', 'data.corpus', 'data.path', 'data.val_fraction', 'data.
                 'dtype', 'seq_len', 'stateful')
 # Fields added after runs were saved without them, and the value those runs used.
 BACKFILL = {'stateful': False, 'lr_schedule': 'constant', 'model.weight_drop': 0.0,
-            'cpu_kernels': False}
+            'cpu_kernels': False, 'cudnn': False}
 
 
 def config_path(workdir: str) -> str:

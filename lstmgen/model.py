@@ -6,7 +6,8 @@ first layer's is gathered from a V x 4H table, `input_table`), so the scanned bo
 does): the backward scan keeps only `dgates @ W_hh^T`, and the weight gradient is one large matmul
 after it. Both scans work in one T x B x 4H buffer, in place: input projections, then the
 activations, then the gate gradients. On the CPU each step's elementwise work is one fused C++
-kernel (`cpu_cell`) when it can be built. Parameters use one fused [i, f, g, o] layout;
+kernel (`cpu_cell`) when it can be built; on a GPU a layer can instead be cuDNN's fused LSTM
+(`gpu_rnn`, `config.cudnn`). Parameters use one fused [i, f, g, o] layout;
 `to_flax_cell_params` maps a layer onto `flax.linen.LSTMCell`'s parameters, against which tests
 check outputs and gradients.
 """
@@ -21,6 +22,7 @@ import flax.linen as nn
 import numpy as np
 
 from lstmgen import cpu_cell
+from lstmgen import gpu_rnn
 
 Carry = tuple[tuple[jax.Array, jax.Array], ...]  # Per layer: (c_BxH, h_BxH), fp32.
 
@@ -265,6 +267,7 @@ class LSTMLayer(nn.Module):
   unroll: int = 1
   weight_drop: float = 0.0
   cpu_kernels: bool = True  # Use `cpu_cell`'s fused step kernels where they can run.
+  cudnn: bool = False  # Run as cuDNN's LSTM where it can (a CUDA GPU, float32; `gpu_rnn`).
 
   @nn.compact
   def __call__(self, carry, x_TxBxD, weight_drop_key=None, xproj_TxBx4H=None):
@@ -284,6 +287,10 @@ class LSTMLayer(nn.Module):
       gates_Bx4H = xproj_TxBx4H[0] + b + _matmul(h_BxH, wh, self.dtype)
       _, c_BxH, h_BxH = _gates(gates_Bx4H, c_BxH)
       return (c_BxH, h_BxH), h_BxH[None]
+    if gpu_rnn.available(self.cudnn, self.dtype):
+      # cuDNN projects the inputs itself: layer 0's gathered projections go unused.
+      hs_TxBxH, carry = gpu_rnn.lstm_layer(wi, wh, b, x_TxBxD, *carry)
+      return carry, hs_TxBxH
     kernels = use_kernels(self.cpu_kernels)
     if xproj_TxBx4H is None:
       xproj_TxBx4H = _project(x_TxBxD, wi, self.dtype, kernels)
@@ -346,6 +353,7 @@ class CharLSTM(nn.Module):
   unroll: int = 1
   weight_drop: float = 0.0  # DropConnect rate on each layer's recurrent weights (training only).
   cpu_kernels: bool = True
+  cudnn: bool = False
 
   def initial_carry(self, batch_size: int) -> Carry:
     zeros = jnp.zeros((batch_size, self.hidden_size), jnp.float32)
@@ -368,7 +376,8 @@ class CharLSTM(nn.Module):
     for layer in range(self.num_layers):
       layer_key = None if weight_drop_key is None else jax.random.fold_in(weight_drop_key, layer)
       layer_carry, x = LSTMLayer(self.hidden_size, self.forget_bias, self.dtype, self.unroll,
-                                 self.weight_drop, self.cpu_kernels, name=f'lstm_{layer}')(
+                                 self.weight_drop, self.cpu_kernels, self.cudnn,
+                                 name=f'lstm_{layer}')(
                                      carry[layer], x, layer_key, xproj if layer == 0 else None)
       new_carry.append(layer_carry)
       if dropout_keys_B is not None and self.dropout > 0:
@@ -383,7 +392,8 @@ def from_config(config, vocab_size: int) -> CharLSTM:
   return CharLSTM(vocab_size=vocab_size, embed_size=m.embed_size, hidden_size=m.hidden_size,
                   num_layers=m.num_layers, dropout=m.dropout, forget_bias=m.forget_bias,
                   weight_drop=m.weight_drop, dtype=jnp.dtype(config.dtype),
-                  unroll=config.scan_unroll, cpu_kernels=config.cpu_kernels)
+                  unroll=config.scan_unroll, cpu_kernels=config.cpu_kernels,
+                  cudnn=config.cudnn)
 
 
 def input_table(params, dtype=jnp.float32):
