@@ -48,10 +48,16 @@ def _num_threads(threads):
 # ----------------------------------------------------------------------------- training
 
 
+def _sync(device):
+  """Waits for the device's queued work (CUDA runs asynchronously; the CPU does not)."""
+  if torch.device(device).type == 'cuda':
+    torch.cuda.synchronize(device)
+
+
 def _train_step(model, optimizer, inputs_BxT, targets_BxT, bf16):
   optimizer.zero_grad(set_to_none=True)
   # Params stay fp32; autocast only changes the dtype the ops compute in.
-  with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16):
+  with torch.autocast(inputs_BxT.device.type, dtype=torch.bfloat16, enabled=bf16):
     logits_BxTxV, _ = model(inputs_BxT)
     # Loss in fp32 whatever the logits' dtype, as the JAX side does: no bf16 log-softmax over V.
     loss = nn.functional.cross_entropy(
@@ -63,17 +69,18 @@ def _train_step(model, optimizer, inputs_BxT, targets_BxT, bf16):
 
 
 def torch_train_runner(vocab_size, bf16: bool, batch=128, seq_len=100, hidden=256, layers=2,
-                       embed=64, threads=None):
+                       embed=64, threads=None, device='cpu'):
   """A function that runs `steps` training steps on one fixed random batch and returns seconds.
 
   Two warm-up steps run here. A CPU without bf16 LSTM kernels raises RuntimeError here too.
+  On 'cuda', nn.LSTM is cuDNN's.
   """
   torch.manual_seed(0)
-  model = CharLSTM(vocab_size, embed, hidden, layers).train()
+  model = CharLSTM(vocab_size, embed, hidden, layers).train().to(device)
   optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
   # One fixed batch, made before timing: the benchmark measures the step, not the data.
   tokens = torch.randint(0, vocab_size, (batch, seq_len + 1),
-                         generator=torch.Generator().manual_seed(0))
+                         generator=torch.Generator().manual_seed(0)).to(device)
   inputs_BxT, targets_BxT = tokens[:, :-1], tokens[:, 1:]
 
   def run(steps: int) -> float:
@@ -81,7 +88,8 @@ def torch_train_runner(vocab_size, bf16: bool, batch=128, seq_len=100, hidden=25
       start = time.perf_counter()
       for _ in range(steps):
         _train_step(model, optimizer, inputs_BxT, targets_BxT, bf16)
-      return time.perf_counter() - start  # CPU torch is synchronous: no device sync needed.
+      _sync(device)
+      return time.perf_counter() - start
 
   run(2)
   return run
@@ -187,9 +195,11 @@ def torch_stateful_sample(model, prompt_ids, length, temperature, seed):
   """char-rnn sampling: prime (h, c) on the prompt once, then feed one char at a time.
 
   Returns (ids [B, length], chars_per_sec); the time includes priming, the rate counts B * length.
+  Runs on the model's device.
   """
-  generator = torch.Generator().manual_seed(seed)
-  prompt_BxP = torch.as_tensor(np.asarray(prompt_ids), dtype=torch.long)
+  device = next(model.parameters()).device
+  generator = torch.Generator(device).manual_seed(seed)
+  prompt_BxP = torch.as_tensor(np.asarray(prompt_ids), dtype=torch.long, device=device)
   out = []
   with torch.inference_mode():
     start = time.perf_counter()
@@ -200,8 +210,9 @@ def torch_stateful_sample(model, prompt_ids, length, temperature, seed):
       logits_Bx1xV, state = model(next_Bx1, state)
       next_Bx1 = _sample(logits_Bx1xV[:, -1], temperature, generator)
       out.append(next_Bx1)
+    ids_BxL = torch.cat(out, dim=1).cpu()  # Waits for the device.
     seconds = time.perf_counter() - start
-  return torch.cat(out, dim=1).numpy(), prompt_BxP.shape[0] * length / seconds
+  return ids_BxL.numpy(), prompt_BxP.shape[0] * length / seconds
 
 
 def tflearn_window_sample(model, prompt_ids, length, temperature, seed):
