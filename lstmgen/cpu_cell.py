@@ -14,6 +14,7 @@ compiler `available()` is False and the model runs its jax.numpy steps: the same
 rounded differently in the last bits. Other backends never use the kernels.
 """
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -22,6 +23,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import time
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +32,9 @@ from absl import logging
 from lstmgen import hostcpu
 
 _SOURCE = os.path.join(os.path.dirname(__file__), 'cpu_cell.cc')
+# Builds not loaded for this long (other sources, JAX versions, compilers or CPUs) are deleted
+# when a new one is made, so upgrades do not pile up libraries in the cache.
+_UNUSED_DAYS = 30
 
 
 def _flags() -> tuple[str, ...]:
@@ -68,6 +73,25 @@ def _build(compiler: str, path: str) -> None:
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
+  _prune(keep=path)
+
+
+def _prune(keep: str) -> None:
+  """Deletes the cache's other builds that no process has loaded for `_UNUSED_DAYS`.
+
+  A load touches its library (`available`), so its mtime is its last use. Deleting one that a
+  running process has loaded is harmless on POSIX: the mapping outlives the name.
+  """
+  cutoff = time.time() - _UNUSED_DAYS * 24 * 3600
+  directory = os.path.dirname(keep)
+  for name in os.listdir(directory):
+    other = os.path.join(directory, name)
+    if name.startswith('cpu_cell_') and name.endswith('.so') and other != keep:
+      try:
+        if os.path.getmtime(other) < cutoff:
+          os.remove(other)
+      except OSError:  # Gone already (another process pruned it), or not ours to delete.
+        pass
 
 
 @functools.cache
@@ -86,6 +110,8 @@ def available() -> bool:
     if not os.path.exists(path):
       _build(compiler, path)
     lib = ctypes.cdll.LoadLibrary(path)
+    with contextlib.suppress(OSError):  # A read-only cache still works; it just is not pruned.
+      os.utime(path)  # Marks it used (see `_prune`).
   except subprocess.CalledProcessError as e:
     logging.warning('building lstmgen\'s CPU kernels failed (%s), so LSTM steps run in jax.numpy: %s',
                     compiler, (e.stderr.strip().splitlines() or ['no message'])[-1])

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -100,3 +101,26 @@ def test_the_recurrence_asked_for_kernels_builds_them_itself():
   out = subprocess.run([sys.executable, '-c', _DIRECT], capture_output=True, text=True,
                        timeout=300, env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
   assert out.returncode == 0 and 'ran' in out.stdout, out.stderr
+
+
+_BUILD = '''
+from lstmgen import cpu_cell
+print('available', cpu_cell.available())
+'''
+
+
+@needs_kernels
+def test_a_new_build_deletes_builds_unused_for_a_month_and_keeps_the_rest(tmp_path):
+  cache = tmp_path / 'lstmgen'
+  cache.mkdir()
+  for name, days in (('cpu_cell_old.so', 40), ('cpu_cell_recent.so', 2), ('notes.so', 400)):
+    (cache / name).write_bytes(b'')
+    past = time.time() - days * 24 * 3600
+    os.utime(cache / name, (past, past))
+  env = {**os.environ, 'XDG_CACHE_HOME': str(tmp_path), 'JAX_PLATFORMS': 'cpu'}
+  out = subprocess.run([sys.executable, '-c', _BUILD], env=env, capture_output=True, text=True,
+                       timeout=300)
+  assert 'available True' in out.stdout, out.stderr
+  names = sorted(os.listdir(cache))
+  assert 'cpu_cell_old.so' not in names
+  assert {'cpu_cell_recent.so', 'notes.so'} <= set(names) and len(names) == 3  # + the new build.
