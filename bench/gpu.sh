@@ -2,8 +2,8 @@
 # The GPU half of the speed work in one command, for a session lent a GPU machine (H200 image:
 # python3 with JAX, flax, optax, orbax and CUDA PyTorch; no network):
 #   here, once:  bash bench/gpu.sh fetch    # the two wheels that image lacks, into .whl/ (ignored)
-#   there:       the device tool's run: command "bash bench/gpu.sh", carry [".whl"], timeout_s 540
-# Stages run in order of worth, each under its own time limit (8 minutes at most); a failed
+#   there:       the device tool's run: command "bash bench/gpu.sh", carry [".whl"], timeout_s 450
+# Stages run in order of worth, each under its own time limit (7 minutes at most); a failed
 # or cut one does not stop the rest. Everything printed is also written to $OUT/gpu.log.
 # A dry run here, on the CPU: BENCH_GPU_ARGS='--steps=1 --rounds=1 --batch_sizes=16' bash bench/gpu.sh
 set -uo pipefail
@@ -48,6 +48,8 @@ if compgen -G '.whl/*.whl' > /dev/null; then
 fi
 export PYTHONPATH=/tmp/lstmgen-site:$PWD PYTHONUNBUFFERED=1
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # JAX and PyTorch share the GPU in bench.gpu.
+python3 -c 'import ml_collections, tensorboardX' ||
+    { echo "lstmgen's dependencies are missing: run 'bash bench/gpu.sh fetch' here and carry .whl"; exit 1; }
 
 stage() {
   local limit=$1; shift
@@ -58,15 +60,15 @@ stage() {
 date -u; nvidia-smi -L 2>/dev/null || echo "no nvidia-smi"
 python3 -c 'import jax, flax, optax, orbax.checkpoint; print("jax", jax.__version__, jax.devices(),
 "flax", flax.__version__, "optax", optax.__version__)'
-stage 45 python3 -m bench.cudnn
-stage 45 python3 -m bench.cudnn --dtype=bfloat16
 # shellcheck disable=SC2086  # BENCH_GPU_ARGS is a list of flags.
-stage 150 python3 -m bench.gpu ${BENCH_GPU_ARGS:-}
+stage 180 python3 -m bench.gpu ${BENCH_GPU_ARGS:---rounds=3 --steps=30}
+stage 40 python3 -m bench.cudnn --rounds=3
+stage 40 python3 -m bench.cudnn --rounds=3 --dtype=bfloat16
 # The GPU's fp32 dots are TF32 by default; the tests compare against fp32 references.
-# (75 s on a 2-core CPU. A cut one shows as a failed resume: the SIGTERM stops its training.)
-stage 150 env JAX_DEFAULT_MATMUL_PRECISION=highest python3 -m pytest -q -p no:cacheprovider \
+# (75 s on a 2-core CPU. One cut short fails a resume check: the SIGTERM stops its training.)
+stage 100 env JAX_DEFAULT_MATMUL_PRECISION=highest python3 -m pytest -q -p no:cacheprovider \
     tests/test_gpu_rnn.py tests/test_model.py tests/test_faults.py::test_same_seed_gives_bit_identical_metrics \
     tests/test_train.py::test_a_second_launch_resumes_and_ends_where_one_run_would \
     tests/test_train.py::test_stateful_training_carries_state_and_resumes_exactly
-stage 90 bash bench/gpu.sh smoke
+stage 60 bash bench/gpu.sh smoke
 echo "== $(date -u +%T) done"
