@@ -99,25 +99,33 @@ def save(mngr: ocp.CheckpointManager, step: int, state) -> None:
   mngr.save(step, args=ocp.args.StandardSave(stored(state)), force=True)
 
 
-def restore(mngr: ocp.CheckpointManager, target, step: int | None = None):
+def restore(mngr: ocp.CheckpointManager, target, step: int | None = None, move_aside=True):
   """The checkpoint at `step` restored into `target`'s structure.
 
   Without a step: the latest one that reads back; a damaged one (a disk error, a file truncated
-  by hand) is skipped with a warning, so a run never stalls on its newest checkpoint.
+  by hand) is skipped with a warning, so a run never stalls on its newest checkpoint. Once an
+  older one has read back, the damaged ones are moved aside (with `move_aside`; never by a
+  read-only command): when none reads back, the fault is more likely the target (a state of
+  another shape) than every checkpoint, and nothing is touched.
   """
   steps = [step] if step is not None else sorted(mngr.all_steps(), reverse=True)
-  for i, s in enumerate(steps):
+  damaged = []
+  for s in steps:
     try:
       restored = mngr.restore(s, args=ocp.args.StandardRestore(abstract(stored(target))))
-      return target.replace(**restored)
     except Exception as e:  # Orbax raises many types (ValueError, OSError, tensorstore errors).
-      if i + 1 == len(steps):
-        raise UserError(f'the checkpoint at step {s} in {mngr.directory} cannot be read ({e}); '
-                        'delete it to start over') from None
-      logging.warning('the checkpoint at step %d is damaged (%s); using step %d instead, and '
-                      'moving it aside to %d.damaged', s, str(e).splitlines()[0][:200],
-                      steps[i + 1], s)
-      if jax.process_index() == 0:  # Aside, not deleted: the user may want to look at it.
-        path = os.path.join(str(mngr.directory), str(s))
+      damaged.append(s)
+      reason = str(e).splitlines()[0][:300]
+      if s == steps[-1]:
+        raise UserError(f'the checkpoint at step {s} in {mngr.directory} cannot be read '
+                        f'({reason}); delete it to start over') from None
+      logging.warning('the checkpoint at step %d cannot be read (%s); trying step %d', s, reason,
+                      steps[steps.index(s) + 1])
+      continue
+    if move_aside and damaged and jax.process_index() == 0:
+      for d in damaged:  # Aside, not deleted: the user may want to look at it.
+        path = os.path.join(str(mngr.directory), str(d))
+        logging.warning('moving the damaged checkpoint at step %d aside to %s.damaged', d, path)
         os.replace(path, f'{path}.damaged')
       mngr.reload()
+    return target.replace(**restored)

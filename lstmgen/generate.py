@@ -9,7 +9,7 @@ line); logs go to stderr. On a terminal a single sample is printed as it is gene
 import math
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from lstmgen.cli import command, parse_flags
 from lstmgen.errors import UserError
@@ -52,6 +52,8 @@ def prompt_ids(vocab, prompt: str, unknown: str):
   if bad and unknown == 'error':
     raise UserError(f'the prompt has characters not in the model\'s vocabulary: {"".join(bad)!r}; '
                     'remove them or pass --unknown=skip to drop them')
+  if bad:
+    logging.warning('dropped the prompt\'s characters outside the vocabulary: %r', ''.join(bad))
   prompt = ''.join(c for c in prompt if c not in set(bad))
   seed_text = prompt or ('\n' if '\n' in vocab.chars else vocab.chars[0])
   return prompt, vocab.encode(seed_text)
@@ -63,11 +65,22 @@ def cut_at_stop(text: str, stop: str | None) -> tuple[str, bool]:
   return text, False
 
 
+def read_prompt_file(path: str) -> str:
+  """The file's text as training reads a corpus: a BOM dropped, CRLF line ends made LF."""
+  try:
+    with open(path, encoding='utf-8-sig') as f:
+      return f.read().replace('\r\n', '\n')
+  except (OSError, UnicodeDecodeError) as e:
+    raise UserError(f'cannot read --prompt_file {path} ({e})') from None
+
+
 def load_model(workdir: str | None, step: int | None, checkpoint: str | None):
   """(config, vocab, model, params) from a workdir, an exported model, or the bundled one."""
   from lstmgen import pretrained, train  # pylint: disable=g-import-not-at-top
   if workdir and checkpoint:
     raise UserError('pass --workdir or --checkpoint, not both')
+  if step is not None and not workdir:
+    raise UserError('--step picks a checkpoint of --workdir; pass --workdir too')
   if workdir:
     return train.load_run(workdir, step)
   path = checkpoint or pretrained.BUNDLED_DIR
@@ -80,18 +93,14 @@ def load_model(workdir: str | None, step: int | None, checkpoint: str | None):
 def main(argv):
   del argv
   check_flags(_TEMPERATURE.value, _LENGTH.value, _TOP_K.value, _TOP_P.value, _NUM_SAMPLES.value)
+  if _PROMPT.value and _PROMPT_FILE.value:
+    raise UserError('pass --prompt or --prompt_file, not both')
   import jax  # Imported after the flags are checked: a bad flag fails fast.
   import numpy as np
   from lstmgen import sample
 
   _, vocab, model, params = load_model(_WORKDIR.value, _STEP.value, _CHECKPOINT.value)
-  prompt = _PROMPT.value
-  if _PROMPT_FILE.value:
-    try:
-      with open(_PROMPT_FILE.value, encoding='utf-8') as f:
-        prompt = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-      raise UserError(f'cannot read --prompt_file {_PROMPT_FILE.value} ({e})') from None
+  prompt = read_prompt_file(_PROMPT_FILE.value) if _PROMPT_FILE.value else _PROMPT.value
   prompt, ids = prompt_ids(vocab, prompt, _UNKNOWN.value)
   prompt_BxP = np.tile(ids.astype(np.int32)[None], (_NUM_SAMPLES.value, 1))
   key = jax.random.key(_SEED.value)

@@ -18,7 +18,10 @@ def gather_rows(tree):
   """The global [batch, ...] host value of a tree split over every device of every process."""
 
   def gather(x):
-    local = np.concatenate([np.asarray(s.data) for s in x.addressable_shards])
+    # A host array (a run relaunched at its last step never put its carry on the devices) is
+    # already this process's [local devices, rows, ...].
+    parts = [s.data for s in x.addressable_shards] if isinstance(x, jax.Array) else [x]
+    local = np.concatenate([np.asarray(p) for p in parts])
     local = local.reshape(-1, *x.shape[2:])  # [local devices * rows per device, ...]
     if jax.process_count() > 1:  # Rows are laid out by process, as the batch is.
       local = multihost_utils.process_allgather(local).reshape(-1, *local.shape[1:])

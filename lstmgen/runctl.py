@@ -28,7 +28,9 @@ def make_workdir(workdir: str) -> None:
 def check_resumable(config, workdir: str) -> None:
   if not os.path.exists(checkpoint.config_path(workdir)):
     return
-  differ = checkpoint.differing_fields(checkpoint.load_config(workdir), config)
+  # A stateful run's streams and saved carry are laid out by batch row.
+  fields = checkpoint.RUN_DEFINING + (('batch_size',) if config.stateful else ())
+  differ = checkpoint.differing_fields(checkpoint.load_config(workdir), config, fields)
   if differ:
     raise UserError(f'{workdir} holds a run with a different model or data config '
                     f'({"; ".join(differ)}); use a new --workdir or the same settings')

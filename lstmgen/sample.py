@@ -16,9 +16,10 @@ from lstmgen import decode
 def filter_logits(logits_BxV, top_k: int = 0, top_p: float = 1.0):
   """Keeps the `top_k` most likely tokens (0: all) and the smallest set with mass >= `top_p`.
 
-  Both are static: with the defaults no sort runs in the sampling loop.
+  Both are static: with the defaults no sort runs in the sampling loop. A `top_k` of at least
+  the vocabulary's size keeps every token.
   """
-  if top_k > 0:
+  if 0 < top_k < logits_BxV.shape[-1]:
     kth_B = jax.lax.top_k(logits_BxV, top_k)[0][:, -1:]
     logits_BxV = jnp.where(logits_BxV < kth_B, -jnp.inf, logits_BxV)
   if top_p >= 1.0:

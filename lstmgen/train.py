@@ -309,8 +309,12 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   # Train loop.
   if advice := hostcpu.bf16_warning(config.dtype, jax.default_backend(), hostcpu.read_cpuinfo()):
     logging.warning(advice)
-  logging.info('training steps %d..%d on %d devices (%d processes), %d chars per step', start,
-               config.num_steps, jax.device_count(), jax.process_count(), chars_per_step)
+  if start >= config.num_steps:
+    logging.info('the run is at step %d, which reaches num_steps=%d: nothing to train; raise '
+                 '--config.num_steps to continue it', start, config.num_steps)
+  else:
+    logging.info('training steps %d..%d on %d devices (%d processes), %d chars per step', start,
+                 config.num_steps, jax.device_count(), jax.process_count(), chars_per_step)
   try:
     for step in range(start, config.num_steps):
       if config.stateful:
@@ -385,6 +389,6 @@ def load_run(workdir: str, step: int | None = None):
     raise UserError(f'{workdir} has no checkpoint at step {step}; it has {list(mngr.all_steps())}')
   target = jax.eval_shape(lambda: init_state(model, make_optimizer(config), jax.random.key(0),
                                              config))
-  state = checkpoint.restore(mngr, target, step)
+  state = checkpoint.restore(mngr, target, step, move_aside=False)
   mngr.close()
   return config, vocab, model, state.params

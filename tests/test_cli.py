@@ -26,12 +26,15 @@ def test_generate_batches_samples_separated_by_a_blank_line(trained_workdir):
 
 
 def test_generate_from_a_prompt_file_greedy_and_stop(trained_workdir, tmp_path):
-  (tmp_path / 'prompt.txt').write_text('Once upon a time', encoding='utf-8')
+  # As Windows Notepad saves it: a BOM, CRLF line ends; read as training reads a corpus.
+  (tmp_path / 'prompt.txt').write_bytes('\ufeffA king.\r\nOnce upon a time'.encode('utf-8'))
   greedy = generate(trained_workdir, f'--prompt_file={tmp_path / "prompt.txt"}', '--length=80',
                     '--temperature=0').stdout
-  assert greedy == generate(trained_workdir, '--prompt=Once upon a time', '--length=80',
-                            '--temperature=0', '--seed=9').stdout
-  continuation = greedy[len('Once upon a time'):-1]
+  assert greedy.startswith('A king.\nOnce upon a time')
+  # Greedy ignores the seed; a top_k over the vocabulary's size keeps every character.
+  assert greedy == generate(trained_workdir, '--prompt=A king.\nOnce upon a time', '--length=80',
+                            '--temperature=0', '--seed=9', '--top_k=1000').stdout
+  continuation = greedy[len('A king.\nOnce upon a time'):-1]
   stop = continuation[5:7]
   stopped = generate(trained_workdir, '--prompt=Once upon a time', '--length=80',
                      '--temperature=0', f'--stop={stop}').stdout
@@ -44,18 +47,21 @@ def test_generate_refuses_unknown_prompt_characters_or_skips_them(trained_workdi
   assert proc.returncode == 2 and proc.stdout == ''
   assert proc.stderr.strip().splitlines()[-1].startswith(
       "lstmgen: error: the prompt has characters not in the model's vocabulary: 'QZ€'")
-  out = generate(trained_workdir, '--prompt=Once ZQ€', '--unknown=skip', '--length=5').stdout
-  assert out.startswith('Once ')
+  proc = generate(trained_workdir, '--prompt=Once ZQ€', '--unknown=skip', '--length=5')
+  assert proc.stdout.startswith('Once ') and "characters outside the vocabulary: 'QZ€'" in proc.stderr
 
 
 def test_generate_bad_flags_and_missing_runs_are_one_line_errors(trained_workdir, tmp_path):
   for args, message in [(('--temperature=-1',), '--temperature must be >= 0'),
                         (('--temperature=nan',), '--temperature must be >= 0'),
-                        (('--length=0',), '--length must be > 0')]:
+                        (('--length=0',), '--length must be > 0'),
+                        (('--prompt=a', '--prompt_file=p.txt'), 'not both')]:
     proc = generate(trained_workdir, *args, check=False)
     assert proc.returncode == 2 and message in proc.stderr and 'Traceback' not in proc.stderr
   proc = generate(tmp_path, check=False)
   assert proc.returncode == 2 and 'no config.json' in proc.stderr and 'Traceback' not in proc.stderr
+  proc = run_module('lstmgen.generate', '--step=5', check=False)  # Not the bundled model's.
+  assert proc.returncode == 2 and 'pass --workdir too' in proc.stderr
 
 
 def test_evaluate_reports_bits_per_char_and_unknown_characters(trained_workdir, tmp_path):

@@ -101,8 +101,9 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, corpus
       with open(os.path.join(root, name), 'wb') as f:
         f.write(b'garbage')
   proc = train_cli(tmp_path, corpus_file, '--config.num_steps=60', '--config.checkpoint_every=20')
-  assert 'checkpoint at step 40 is damaged' in proc.stderr and 'using step 20' in proc.stderr
+  assert 'checkpoint at step 40 cannot be read' in proc.stderr and 'trying step 20' in proc.stderr
   assert 'resumed from step 20' in proc.stderr
+  assert '40.damaged' in os.listdir(tmp_path / 'checkpoints')  # Set aside once 20 read back.
 
 
 def test_a_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(

@@ -140,6 +140,17 @@ def test_stateful_training_carries_state_and_resumes_exactly(tmp_path, corpus_fi
   with pytest.raises(UserError, match=r'stateful: True -> False'):
     train.train_and_evaluate(tiny_config(corpus_file, num_steps=50, batch_size=32, seq_len=32,
                                          model__dropout=0.3), str(tmp_path / 'full'))
+  # A stateful run's rows are its streams: another batch size is refused, not read as damage.
+  with pytest.raises(UserError, match=r'batch_size: 32 -> 16'):
+    train.train_and_evaluate(tiny_config(corpus_file, num_steps=50, stateful=True, batch_size=16,
+                                         seq_len=32, model__dropout=0.3), str(tmp_path / 'full'))
+  # Relaunched at its last step, a finished run has nothing to do and returns its state.
+  assert_trees_equal(full, train.train_and_evaluate(config(40), str(tmp_path / 'full')))
+  # A state of another shape reads no checkpoint back: an error, and none is set aside as damaged.
+  mngr = checkpoint.manager(str(tmp_path / 'full'))
+  with pytest.raises(UserError, match=r'cannot be read'):
+    checkpoint.restore(mngr, full.replace(carry=jax.tree.map(lambda x: x[:16], full.carry)))
+  assert not [d for d in os.listdir(tmp_path / 'full' / 'checkpoints') if 'damaged' in d]
 
 
 def test_stateful_training_on_two_devices_matches_one_and_resumes_on_one(tmp_path, corpus_file):
