@@ -70,7 +70,10 @@ def plot(workdirs: list[str], path: str) -> None:
     ax.grid(alpha=0.3)
   axes[1].legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  try:
+    fig.savefig(path, dpi=110)
+  except ValueError as e:  # An extension matplotlib cannot write.
+    raise UserError(f'cannot write the curves to {path} ({e}); name a .png file') from None
 
 
 @command

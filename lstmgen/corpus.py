@@ -80,6 +80,9 @@ def download(url: str, dest: str, corpus: Corpus, timeout: float = 60.0) -> None
 
 def resolve(name: str) -> str:
   """Path of the cached copy of corpus `name`, downloading it first if needed."""
+  if not name:
+    raise UserError('no corpus given: pass a text file with --config.data.path=FILE, or name one '
+                    f'with --config.data.corpus ({", ".join(CORPORA)})')
   if name not in CORPORA:
     raise UserError(f'unknown corpus {name!r} (known: {", ".join(CORPORA)}); '
                     'or pass a file with --config.data.path=FILE')

@@ -38,6 +38,9 @@ class Vocab:
         chars = json.load(f)['chars']
     except FileNotFoundError:
       raise UserError(f'vocabulary file {path} does not exist') from None
+    except OSError as e:  # A directory, no permission.
+      raise UserError(f'cannot read the vocabulary file {path} ({e.strerror}); pass a vocab.json '
+                      'file, e.g. another run\'s WORKDIR/vocab.json') from None
     except (ValueError, KeyError, TypeError):
       raise UserError(f'{path} is not an lstmgen vocab.json ({{"chars": [...]}})') from None
     return cls(chars)

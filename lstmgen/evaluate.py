@@ -12,6 +12,9 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'A trained run directory.')
 _TEXT = flags.DEFINE_string('text', None, 'UTF-8 text file to score (cleaned as in training).')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step to use (default: the latest).')
 _BATCH = flags.DEFINE_integer('streams', 64, 'Contiguous streams the text is cut into.')
+_DECODE_ERRORS = flags.DEFINE_enum('decode_errors', None, ['strict', 'replace'],
+                                   "Invalid UTF-8 in --text: fail, or read it as U+FFFD "
+                                   "(default: the run's config.data.decode_errors).")
 flags.mark_flags_as_required(['workdir', 'text'])
 
 
@@ -20,8 +23,15 @@ def main(argv):
   del argv
   from lstmgen import textfile, train
 
+  if _BATCH.value <= 0:
+    raise UserError(f'--streams must be > 0, got {_BATCH.value}')
   config, vocab, model, params = train.load_run(_WORKDIR.value, _STEP.value)
-  text = textfile.read_text(_TEXT.value, config.data.strip_gutenberg, config.data.decode_errors)
+  try:
+    text = textfile.read_text(_TEXT.value, config.data.strip_gutenberg,
+                              _DECODE_ERRORS.value or config.data.decode_errors)
+  except UserError as e:  # Its advice names training's flags; these are evaluate's.
+    raise UserError(str(e).replace('--config.data.path', '--text').replace(
+        '--config.data.decode_errors', '--decode_errors')) from None
   unknown = vocab.unknown(text)
   if unknown:
     known = ''.join(c for c in text if c not in set(unknown))

@@ -4,6 +4,8 @@ The directory (config.json, vocab.json, params.npz, meta.json) is what
 `python -m lstmgen.generate --checkpoint=DIR` loads, and how the bundled Grimm model is shipped.
 """
 
+import os
+
 from absl import app, flags
 
 from lstmgen import checkpoint, pretrained
@@ -21,6 +23,9 @@ def main(argv):
   from lstmgen import train, writer  # pylint: disable=g-import-not-at-top
   if not _WORKDIR.value or not _OUT.value:
     raise UserError('pass --workdir=RUN_DIR and --out=DIR')
+  if os.path.isdir(os.path.join(_OUT.value, 'checkpoints')):
+    raise UserError(f'{_OUT.value} holds a training run, whose config.json and vocab.json the '
+                    'export would overwrite; pass a new --out directory')
   config, vocab, _, params = train.load_run(_WORKDIR.value, _STEP.value)
   events = writer.read(_WORKDIR.value)
   step = _STEP.value or max(checkpoint.manager(_WORKDIR.value, read_only=True).all_steps())

@@ -54,6 +54,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise UserError(f'config.data.val_fraction must be in [0, 1), got {config.data.val_fraction}')
   if config.lr_schedule not in ('constant', 'cosine'):
     raise UserError(f"config.lr_schedule must be 'constant' or 'cosine', got {config.lr_schedule!r}")
+  if config.data.decode_errors not in ('strict', 'replace'):
+    raise UserError("config.data.decode_errors must be 'strict' or 'replace', got "
+                    f'{config.data.decode_errors!r}')
   if config.dtype not in ('float32', 'bfloat16'):
     raise UserError(f"config.dtype must be 'float32' or 'bfloat16', got {config.dtype!r}")
   if any(not t >= 0 for t in config.sample_temperatures):

@@ -74,6 +74,27 @@ def test_evaluate_reports_bits_per_char_and_unknown_characters(trained_workdir, 
   assert abs(bits - nats / 0.6931471805599453) < 1e-3 and 0 < bits < 5
 
 
+def test_evaluate_export_and_compare_mistakes_are_one_line_errors(trained_workdir, tmp_path):
+  (tmp_path / 'latin1.txt').write_bytes('Caf\xe9 au lait\n'.encode('latin-1'))
+  (tmp_path / 'a_file').write_text('x')
+  evaluate = ('lstmgen.evaluate', f'--workdir={trained_workdir}')
+  for args, message in [
+      ((*evaluate, f'--text={tmp_path / "latin1.txt"}', '--streams=0'), '--streams must be > 0'),
+      ((*evaluate, f'--text={tmp_path / "nope.txt"}'), 'does not exist; check --text'),
+      ((*evaluate, f'--text={tmp_path / "latin1.txt"}'), 'pass --decode_errors=replace'),
+      (('lstmgen.export', f'--workdir={trained_workdir}', f'--out={trained_workdir}'),
+       'holds a training run'),
+      (('lstmgen.export', f'--workdir={trained_workdir}', f'--out={tmp_path / "a_file"}'),
+       'a_file: File exists'),
+      (('lstmgen.compare', trained_workdir, f'--plot={tmp_path / "c.xyz"}'), 'name a .png file')]:
+    proc = run_module(*args, check=False)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr
+    assert message in proc.stderr.strip().splitlines()[-1]
+  # The replacement the advice names works.
+  proc = run_module(*evaluate, f'--text={tmp_path / "latin1.txt"}', '--decode_errors=replace')
+  assert 'bits/char' in proc.stdout
+
+
 def test_compare_tables_the_differences_and_draws_the_curves(trained_workdir, corpus_file, tmp_path):
   from tests.conftest import train_cli
   other = tmp_path / 'wider'

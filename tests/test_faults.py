@@ -155,6 +155,30 @@ def test_bad_input_is_one_clear_line(tmp_path, corpus_file, args, message):
   assert message in proc.stderr.strip().splitlines()[-1]
 
 
+def test_bad_config_files_are_one_line_and_configs_load_from_any_directory(tmp_path, corpus_file):
+  (tmp_path / 'syntax.py').write_text('def get_config(:\n')
+  (tmp_path / 'empty.py').write_text('x = 1\n')
+  (tmp_path / 'vocab_dir').mkdir()
+  tiny = os.path.join(ROOT, 'configs', 'tiny.py')
+  data = f'--config.data.path={corpus_file}'
+  for args, message in [
+      (('--config=configs/nope.py',), '--config=configs/nope.py: no such file'),
+      ((f'--config={tmp_path / "syntax.py"}',), 'cannot be loaded (SyntaxError'),
+      ((f'--config={tmp_path / "empty.py"}',), 'defines no get_config()'),
+      ((f'--config={tiny}', data, '--config.model.hiden_size=9'), 'did you mean hidden_size?'),
+      ((f'--config={tiny}', data, '--config.data.decode_errors=latin1'),
+       "decode_errors must be 'strict' or 'replace'"),
+      ((f'--config={tiny}', data, f'--config.data.vocab_path={tmp_path / "vocab_dir"}'),
+       'cannot read the vocabulary file'),
+      ((f'--config={tiny}',), 'no corpus given: pass a text file with --config.data.path')]:
+    # From another directory than the repository's: the config files still find configs/.
+    proc = subprocess.run([sys.executable, '-m', 'lstmgen.main', f'--workdir={tmp_path / "run"}',
+                           *args], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={k: v for k, v in os.environ.items() if k != 'PYTHONPATH'})
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr
+    assert message in proc.stderr.strip().splitlines()[-1]
+
+
 def test_unknown_or_mistyped_config_fields_fail_without_a_traceback(tmp_path, corpus_file):
   for bad in ('--config.no_such_field=1', '--config.batch_size=many'):
     proc = train_cli(tmp_path, corpus_file, bad, check=False)
