@@ -67,6 +67,9 @@ def differing_fields(old: ml_collections.ConfigDict, new: ml_collections.ConfigD
                      prefixes=RUN_DEFINING) -> list[str]:
   """Fields under `prefixes` (all fields if empty) whose values differ, as 'field: old -> new'."""
   a, b = flatten(json.loads(old.to_json())), flatten(json.loads(new.to_json()))
+  for paths in (a, b):  # Runs saved before paths were made absolute hold them as typed.
+    if paths.get('data.path'):
+      paths['data.path'] = os.path.abspath(paths['data.path'])
   keys = sorted(k for k in set(a) | set(b)
                 if not prefixes or any(k == p or k.startswith(p + '.') for p in prefixes))
   return [f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in keys if a.get(k) != b.get(k)]

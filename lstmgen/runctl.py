@@ -16,6 +16,8 @@ from lstmgen.errors import UserError
 
 
 def make_workdir(workdir: str) -> None:
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserError(f'--workdir={workdir} is a file, not a folder; pick a folder for the run')
   try:
     os.makedirs(workdir, exist_ok=True)
     probe = os.path.join(workdir, f'.write_test{os.getpid()}')

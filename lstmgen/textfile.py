@@ -186,9 +186,11 @@ def cached_ids(path: str, vocab, cache_dir: str, strip_gutenberg: bool = True,
           f.write(vocab.encode(piece).tobytes())
         except ValueError:
           os.remove(tmp)
-          raise UserError(f'the corpus {path} has characters outside the vocabulary: '
-                          f'{"".join(vocab.unknown(piece))!r}; use a vocabulary built from this '
-                          'corpus') from None
+          raise UserError(f'the corpus {path} has characters outside the run\'s vocabulary: '
+                          f'{"".join(vocab.unknown(piece))!r}; train on the text that vocabulary '
+                          'was built from (a resumed run: its own corpus, unchanged; '
+                          '--config.data.vocab_path: a vocab.json holding these characters), or '
+                          'use a new --workdir') from None
     vocab.save(target + '.vocab.json')
     os.replace(tmp, ids_path)  # Complete or absent: concurrent writers produce the same file.
   if os.path.getsize(ids_path) == 0:

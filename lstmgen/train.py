@@ -196,6 +196,9 @@ def evaluate(model, params, ids: np.ndarray, num_rows: int, seq_len: int) -> dic
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains (or resumes) the run in `workdir` to config.num_steps; returns the final state."""
   validate(config)
+  if config.data.path:  # Saved absolute: the run resumes from any directory.
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.data.path = os.path.abspath(config.data.path)
   runctl.make_workdir(workdir)
   runctl.check_resumable(config, workdir)
   with runctl.exclusive(workdir, enabled=jax.process_index() == 0):
@@ -269,9 +272,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     losses = np.array([m['train_loss'] for m in stacked])
     bad = np.flatnonzero(~np.isfinite(losses))
     if bad.size:
+      kept = (f'the last good checkpoint (step {mngr.latest_step()}) is kept in {workdir}'
+              if mngr.latest_step() is not None else 'no checkpoint had been written yet')
       raise FloatingPointError(
-          f'loss became {losses[bad[0]]} at step {step - len(losses) + bad[0] + 1}; the last good '
-          f'checkpoint is kept in {workdir}; lower --config.learning_rate or check the data')
+          f'loss became {losses[bad[0]]} at step {step - len(losses) + bad[0] + 1}; {kept}; lower '
+          '--config.learning_rate or check the data')
     now = time.time()
     event = {'step': step, 'wall_time': now, 'train_loss': float(losses.mean()),
              'learning_rate': config.learning_rate * float(lr_factor(config, step - 1)),

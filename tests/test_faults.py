@@ -112,7 +112,7 @@ def test_a_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
   train.train_and_evaluate(tiny_config(corpus_file, num_steps=20), str(tmp_path))
   plain = train.cross_entropy
   monkeypatch.setattr(train, 'cross_entropy', lambda logits, targets: plain(logits, targets) * np.nan)
-  with pytest.raises(FloatingPointError, match=r'loss became nan at step 21; the last good checkpoint'):
+  with pytest.raises(FloatingPointError, match=r'loss became nan at step 21; the last good checkpoint \(step 20\)'):
     train.train_and_evaluate(tiny_config(corpus_file, num_steps=60), str(tmp_path))
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['20']
 
@@ -129,6 +129,7 @@ BAD_RUNS = [
     (('--config.num_steps=-5',), 'config.num_steps must be > 0'),
     (('--config.model.dropout=1.0',), 'config.model.dropout must be in [0, 1)'),
     (('--workdir={file}/sub',), 'cannot write to workdir'),
+    (('--workdir={file}',), 'is a file, not a folder'),
     (('--config.stateful=True', '--config.batch_size=1024'), 'batch_size=1024 streams of at least'),
 ]
 

@@ -49,7 +49,7 @@ def test_ids_are_cached_memory_mapped_and_rebuilt_when_the_corpus_changes(tmp_pa
   assert vocab2.decode(ids2) == 'A different book.\n'
   assert sorted(n for n in os.listdir(cache) if not n.endswith('.json')) == [
       os.path.basename(ids2.filename)]  # The old corpus's ids are gone: bounded disk.
-  with pytest.raises(UserError, match=r"characters outside the vocabulary: 'Abdefknort'"):
+  with pytest.raises(UserError, match=r"characters outside the run's vocabulary: 'Abdefknort'"):
     textfile.cached_ids(str(path), data.Vocab(list('i .\n')), cache)
 
 

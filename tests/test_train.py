@@ -65,6 +65,24 @@ def test_a_second_launch_resumes_and_ends_where_one_run_would(tmp_path, corpus_f
   assert [e for e in split_events if 'val_bpc' in e] == [e for e in full_events if 'val_bpc' in e]
 
 
+def test_a_corpus_given_by_a_relative_path_resumes_from_anywhere(tmp_path, corpus_file, monkeypatch):
+  (tmp_path / 'data').mkdir()
+  (tmp_path / 'data' / 'c.txt').write_text(open(corpus_file).read())
+  monkeypatch.chdir(tmp_path / 'data')
+  train.train_and_evaluate(tiny_config('c.txt', num_steps=10), str(tmp_path / 'run'))
+  saved = json.loads((tmp_path / 'run' / 'config.json').read_text())
+  assert saved['data']['path'] == str(tmp_path / 'data' / 'c.txt')
+  monkeypatch.chdir(tmp_path)
+  resumed = train.train_and_evaluate(tiny_config('data/c.txt', num_steps=20), str(tmp_path / 'run'))
+  assert int(resumed.step) == 20
+  # A run saved before paths were made absolute holds the path as typed, relative to its launch.
+  saved['data']['path'] = 'data/c.txt'
+  (tmp_path / 'run' / 'config.json').write_text(json.dumps(saved))
+  resumed = train.train_and_evaluate(tiny_config(str(tmp_path / 'data' / 'c.txt'), num_steps=25),
+                                     str(tmp_path / 'run'))
+  assert int(resumed.step) == 25
+
+
 def test_checkpoints_are_bounded(tmp_path, corpus_file):
   train.train_and_evaluate(tiny_config(corpus_file, num_steps=50, checkpoint_every=10,
                                        keep_checkpoints=2), str(tmp_path))
