@@ -108,7 +108,8 @@ def exit_at_once_if_distributed():
 @command
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+    raise UserError(f'unexpected arguments: {" ".join(argv[1:])}; flags are written '
+                    '--name=value (see --help)')
   init_distributed()
   from lstmgen import train  # Imported after flag parsing: JAX starts only for a valid command.
   with exit_at_once_if_distributed():

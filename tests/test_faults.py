@@ -171,7 +171,8 @@ def test_bad_config_files_are_one_line_and_configs_load_from_any_directory(tmp_p
        "decode_errors must be 'strict' or 'replace'"),
       ((f'--config={tiny}', data, f'--config.data.vocab_path={tmp_path / "vocab_dir"}'),
        'cannot read the vocabulary file'),
-      ((f'--config={tiny}',), 'no corpus given: pass a text file with --config.data.path')]:
+      ((f'--config={tiny}',), 'no corpus given: pass a text file with --config.data.path'),
+      ((f'--config={tiny}', data, 'stray'), 'unexpected arguments: stray')]:
     # From another directory than the repository's: the config files still find configs/.
     proc = subprocess.run([sys.executable, '-m', 'lstmgen.main', f'--workdir={tmp_path / "run"}',
                            *args], cwd=tmp_path, capture_output=True, text=True, timeout=120,
