@@ -19,13 +19,11 @@ _PLOT = flags.DEFINE_string('plot', None, 'Write the curves to this PNG file.')
 
 
 def summarize(workdir: str) -> dict:
-  events = writer.read(workdir)
-  if not events:
-    raise UserError(f'{workdir} has no metrics.jsonl; is it an lstmgen run directory?')
+  events = writer.read(workdir)  # None yet in a run that has only just started: a row of NaNs.
   train = [e for e in events if 'train_loss' in e]
   val = [e for e in events if 'val_bpc' in e]
   speeds = [e['chars_per_sec'] for e in train if 'chars_per_sec' in e]
-  return {'steps': events[-1]['step'],
+  return {'steps': events[-1]['step'] if events else 0,
           'train_loss': train[-1]['train_loss'] if train else float('nan'),
           'best_val_bpc': min(e['val_bpc'] for e in val) if val else float('nan'),
           'chars_per_sec': float(np.median(speeds)) if speeds else float('nan')}
@@ -57,7 +55,7 @@ def plot(workdirs: list[str], path: str) -> None:
   for i, w in enumerate(workdirs):
     events = writer.read(w)
     name = os.path.basename(os.path.normpath(w))
-    t0 = events[0]['wall_time']
+    t0 = events[0]['wall_time'] if events else 0.0
     for key, style, label in (('train_loss', '-', 'train'), ('val_loss', 'o--', 'val')):
       points = [(e['step'], e['wall_time'] - t0, e[key] / np.log(2)) for e in events if key in e]
       if points:

@@ -106,6 +106,12 @@ def test_compare_tables_the_differences_and_draws_the_curves(trained_workdir, co
   assert out[1].split()[1:4] == ['32', '0', '60'] and out[2].split()[:4] == ['wider', '48', '3', '60']
   assert float(out[1].split()[5]) > 0  # best validation bits/char
   assert open(tmp_path / 'curves.png', 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
+  # A run that has only just started (no metrics yet) gets its row, not an error.
+  (tmp_path / 'fresh').mkdir()
+  (tmp_path / 'fresh' / 'config.json').write_bytes(open(f'{trained_workdir}/config.json', 'rb').read())
+  out = run_module('lstmgen.compare', trained_workdir, str(tmp_path / 'fresh'),
+                   f'--plot={tmp_path / "curves.png"}').stdout.splitlines()
+  assert out[2].split()[:3] == ['fresh', '0', '0']
 
 
 def test_loading_a_run_never_unpickles(trained_workdir, monkeypatch):
