@@ -69,6 +69,8 @@ def parse_flags(argv):
     return argv
   except flags.Error as e:
     message = f'{e}; see --helpfull'
+  except UserError as e:  # From a config file's get_config (configs/resume.py).
+    message = str(e)
   except (OSError, SyntaxError, ImportError) as e:  # Loading the --config file.
     if not os.path.isfile(path):
       message = f'--config={path}: no such file; pass a config file such as configs/grimm.py'

@@ -15,8 +15,10 @@ from lstmgen.cli import command, parse_flags
 from lstmgen.errors import UserError
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, metrics, samples.')
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/grimm.py.',
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Config file, e.g. configs/grimm.py. Optional for a workdir that holds a run: '
+    'it resumes with its saved config (configs/resume.py:WORKDIR changes some of its fields).',
+    lock_config=True)
 _COORDINATOR = flags.DEFINE_string(
     'coordinator_address', None, 'host:port of process 0, for a multi-process run on a manual '
     'cluster (with --num_processes and --process_id). Not needed on TPU VM pods.')
@@ -25,7 +27,7 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process\'s index in
 _DISTRIBUTED = flags.DEFINE_bool(
     'distributed', None, 'Call jax.distributed.initialize() with auto-detection (SLURM, TPU, ...). '
     'Default: on for multi-worker TPU VM slices, else off.')
-flags.mark_flags_as_required(['config', 'workdir'])
+flags.mark_flags_as_required(['workdir'])
 
 
 def init_distributed() -> None:
@@ -110,11 +112,18 @@ def main(argv):
   if len(argv) > 1:
     raise UserError(f'unexpected arguments: {" ".join(argv[1:])}; flags are written '
                     '--name=value (see --help)')
+  config = _CONFIG.value
+  if config is None:  # The workdir alone resumes its run.
+    from lstmgen import checkpoint  # pylint: disable=g-import-not-at-top
+    if not os.path.exists(checkpoint.config_path(_WORKDIR.value)):
+      raise UserError(f'{_WORKDIR.value} holds no run to resume; start one with a config file: '
+                      f'--config=configs/grimm.py --workdir={_WORKDIR.value}')
+    config = checkpoint.load_config(_WORKDIR.value)
   init_distributed()
   from lstmgen import train  # Imported after flag parsing: JAX starts only for a valid command.
   with exit_at_once_if_distributed():
     try:
-      train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+      train.train_and_evaluate(config, _WORKDIR.value)
     except FloatingPointError as e:
       print(f'lstmgen: error: {e}', file=sys.stderr, flush=True)
       sys.exit(1)

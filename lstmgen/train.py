@@ -318,8 +318,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   if advice := hostcpu.bf16_warning(config.dtype, jax.default_backend(), hostcpu.read_cpuinfo()):
     logging.warning(advice)
   if start >= config.num_steps:
-    logging.info('the run is at step %d, which reaches num_steps=%d: nothing to train; raise '
-                 '--config.num_steps to continue it', start, config.num_steps)
+    logging.info('the run is at step %d, which reaches num_steps=%d: nothing to train; to go on, '
+                 'raise it: --config=configs/resume.py:%s --config.num_steps=N', start,
+                 config.num_steps, workdir)
   else:
     logging.info('training steps %d..%d on %d devices (%d processes), %d chars per step', start,
                  config.num_steps, jax.device_count(), jax.process_count(), chars_per_step)

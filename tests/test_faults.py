@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lstmgen import train, writer
-from tests.conftest import ROOT, assert_trees_equal, train_cli, without_timing
+from tests.conftest import ROOT, assert_trees_equal, run_module, train_cli, without_timing
 
 LONG = ('--config.num_steps=1500', '--config.checkpoint_every=50', '--config.log_every=100',
         '--config.eval_every=500', '--config.sample_every=5000', '--config.model.dropout=0.2')
@@ -179,6 +179,17 @@ def test_bad_config_files_are_one_line_and_configs_load_from_any_directory(tmp_p
                           env={k: v for k, v in os.environ.items() if k != 'PYTHONPATH'})
     assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr
     assert message in proc.stderr.strip().splitlines()[-1]
+
+
+def test_the_workdir_alone_resumes_and_resume_config_changes_fields(tmp_path, corpus_file):
+  proc = run_module('lstmgen.main', f'--workdir={tmp_path}', check=False)
+  assert proc.returncode == 2 and 'holds no run to resume' in proc.stderr
+  train_cli(tmp_path, corpus_file, '--config.num_steps=10')
+  proc = run_module('lstmgen.main', f'--workdir={tmp_path}')
+  assert 'resumed from step 10' in proc.stderr and 'nothing to train' in proc.stderr
+  run_module('lstmgen.main', f'--config=configs/resume.py:{tmp_path}', f'--workdir={tmp_path}',
+             '--config.num_steps=20', '--config.log_every=5')
+  assert [e['step'] for e in comparable(tmp_path) if 'train_loss' in e] == [10, 15, 20]
 
 
 def test_unknown_or_mistyped_config_fields_fail_without_a_traceback(tmp_path, corpus_file):
