@@ -73,17 +73,26 @@ def exclusive(workdir: str, enabled: bool = True):
 
 
 class Preemption:
-  """Remembers a SIGTERM so the loop can finish its step, save, and exit cleanly."""
+  """Remembers a SIGTERM (a preemption) or a first Ctrl-C, so the loop can finish its step, save,
+  and exit cleanly. A second Ctrl-C interrupts at once, without saving."""
 
   def __init__(self):
     self.flag = False
+    self.signal_name = None
     try:
       signal.signal(signal.SIGTERM, self._handle)
+      signal.signal(signal.SIGINT, self._handle)
     except ValueError:  # Not the main thread (e.g. called from a test runner thread).
       pass
 
   def _handle(self, signum, frame):
-    logging.warning('SIGTERM: finishing this step, saving a checkpoint, then exiting')
+    self.signal_name = signal.Signals(signum).name
+    again = ''
+    if signum == signal.SIGINT:
+      signal.signal(signal.SIGINT, signal.default_int_handler)
+      again = ' (Ctrl-C again stops at once, without saving)'
+    logging.warning('%s: finishing this step, saving a checkpoint, then exiting%s',
+                    self.signal_name, again)
     self.flag = True
 
   def agreed(self) -> bool:

@@ -42,6 +42,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
               'eval_every': config.eval_every, 'checkpoint_every': config.checkpoint_every,
               'sample_every': config.sample_every, 'sample_length': config.sample_length,
               'eval_batch_size': config.eval_batch_size, 'keep_checkpoints': config.keep_checkpoints,
+              'sample_prompt_length': config.sample_prompt_length,
               'model.hidden_size': config.model.hidden_size, 'model.embed_size': config.model.embed_size,
               'model.num_layers': config.model.num_layers, 'scan_unroll': config.scan_unroll}
   for name, value in positive.items():
@@ -344,18 +345,22 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
       if done == start + 1:  # The first step compiles: time from its end (no event of its own,
         jax.block_until_ready(metrics)  # so a resumed run logs at the steps one run would).
         last_log = (time.time(), done)
-      is_last = done == config.num_steps or stop
-      if done % config.log_every == 0 or is_last:
+      is_end = done == config.num_steps
+      if done % config.log_every == 0 or is_end or stop:
         flush(done)
-      do_eval = done % config.eval_every == 0 or is_last
-      do_sample = done % config.sample_every == 0 or is_last
-      if do_eval or do_sample:
-        paused(eval_and_sample, done, do_eval, do_sample)
-      if done % config.checkpoint_every == 0 or is_last:
+      # The checkpoint comes before evaluating and sampling: a preemption's grace period, or a
+      # failure in either, never costs it.
+      if done % config.checkpoint_every == 0 or is_end or stop:
         flush(done)  # Never checkpoint a state whose loss has not been checked.
         paused(save, done)
       if stop:
-        logging.warning('saved step %d after SIGTERM; relaunch the same command to continue', done)
+        logging.warning('saved step %d after %s; relaunch the same command to continue', done,
+                        preemption.signal_name or "another process's stop signal")
+      do_eval = done % config.eval_every == 0 or is_end  # Only those due: a stop is prompt.
+      do_sample = done % config.sample_every == 0 or is_end
+      if do_eval or do_sample:
+        paused(eval_and_sample, done, do_eval, do_sample)
+      if stop:
         break
   finally:
     mngr.wait_until_finished()  # An in-flight save completes even when the loop raised.

@@ -66,13 +66,15 @@ def test_sigkill_then_relaunch_ends_bit_identical(tmp_path, corpus_file, uninter
   assert comparable(tmp_path) == comparable(uninterrupted)
 
 
-def test_sigterm_saves_exits_zero_and_the_relaunch_continues(tmp_path, corpus_file, uninterrupted):
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])  # A preemption; Ctrl-C.
+def test_a_stop_signal_saves_exits_zero_and_the_relaunch_continues(tmp_path, corpus_file,
+                                                                  uninterrupted, sig):
   proc = start_training(tmp_path, corpus_file)
   wait_for_checkpoint(tmp_path, 100, proc)
-  proc.send_signal(signal.SIGTERM)
+  proc.send_signal(sig)
   _, err = proc.communicate(timeout=120)
   assert proc.returncode == 0, err
-  assert 'after SIGTERM' in err
+  assert f'after {sig.name}' in err
   stopped = writer.read(str(tmp_path))[-1]['step']
   assert stopped < 1500 and str(stopped) in os.listdir(tmp_path / 'checkpoints')
   train_cli(tmp_path, corpus_file, *LONG)
@@ -117,6 +119,19 @@ def test_a_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['20']
 
 
+def test_a_failure_while_sampling_keeps_that_steps_checkpoint(tmp_path, corpus_file, monkeypatch):
+  from tests.test_train import tiny_config
+
+  def broken(*args, **kwargs):
+    raise RuntimeError('sampling broke')
+
+  monkeypatch.setattr(train, 'write_samples', broken)
+  with pytest.raises(RuntimeError, match='sampling broke'):
+    train.train_and_evaluate(tiny_config(corpus_file, num_steps=40, checkpoint_every=10,
+                                         sample_every=10), str(tmp_path))
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['10']
+
+
 BAD_RUNS = [
     (('--config.data.path={missing}',), 'does not exist; check --config.data.path'),
     (('--config.data.path={tmp}',), 'is a directory'),
@@ -128,6 +143,7 @@ BAD_RUNS = [
     (('--config.learning_rate=-1.0',), 'config.learning_rate must be > 0'),
     (('--config.num_steps=-5',), 'config.num_steps must be > 0'),
     (('--config.model.dropout=1.0',), 'config.model.dropout must be in [0, 1)'),
+    (('--config.sample_prompt_length=0',), 'config.sample_prompt_length must be > 0'),
     (('--workdir={file}/sub',), 'cannot write to workdir'),
     (('--workdir={file}',), 'is a file, not a folder'),
     (('--config.stateful=True', '--config.batch_size=1024'), 'batch_size=1024 streams of at least'),
