@@ -231,7 +231,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     state = checkpoint.restore(mngr, state)
     logging.info('resumed from step %d', int(state.step))
   start = int(state.step)
-  writer = MetricWriter(workdir, enabled=is_chief)
+  writer = MetricWriter(workdir, enabled=is_chief, resumed_at=start)
   writer.truncate_after(start)
 
   # Update step over every local device; each process builds its own rows of the global batch.
@@ -259,6 +259,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
       raise UserError(f'could not save the checkpoint at step {step} ({e.strerror or e}); the '
                       f'checkpoint at step {mngr.latest_step()} is intact; free disk space and '
                       'relaunch to continue from it') from None
+    writer.flush()
 
   chars_per_step = config.batch_size * config.seq_len
   pending, last_log = [], None  # Metrics since the last log; (time, step) of the last log.

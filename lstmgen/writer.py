@@ -8,13 +8,19 @@ import os
 class MetricWriter:
   """Appends events to metrics.jsonl and TensorBoard; a no-op on processes other than 0."""
 
-  def __init__(self, workdir: str, enabled: bool = True):
+  def __init__(self, workdir: str, enabled: bool = True, resumed_at: int = 0):
+    """`resumed_at`: the restored step; TensorBoard drops what an earlier launch logged after it
+    (the resumed run logs it again), as `truncate_after` does for metrics.jsonl."""
     self.enabled = enabled
     self.path = os.path.join(workdir, 'metrics.jsonl')
     self._tb = None
     if enabled:
       from tensorboardX import SummaryWriter  # Imported here: only process 0 writes events.
-      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'), flush_secs=30)
+      # Event file names hold the time in whole seconds: the suffix keeps two launches within
+      # one second from writing to the same file.
+      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'), flush_secs=30,
+                               purge_step=resumed_at + 1 if resumed_at else None,
+                               filename_suffix=f'.{os.getpid()}.{resumed_at}')
 
   def truncate_after(self, step: int) -> None:
     """Drops events past `step`: a resumed run rewrites them, so the file reads as one run."""
@@ -33,8 +39,15 @@ class MetricWriter:
     with open(self.path, 'a', encoding='utf-8') as f:
       f.write(json.dumps(event, sort_keys=True) + '\n')
     for name, value in event.items():
-      if name != 'step' and isinstance(value, (int, float)) and math.isfinite(value):
-        self._tb.add_scalar(name, value, event['step'])
+      if (name not in ('step', 'wall_time') and isinstance(value, (int, float))
+          and math.isfinite(value)):
+        self._tb.add_scalar(name, value, event['step'], walltime=event.get('wall_time'))
+
+  def flush(self) -> None:
+    """Writes TensorBoard's queued events out (at each checkpoint: a killed run loses none of
+    the steps it resumes after)."""
+    if self._tb is not None:
+      self._tb.flush()
 
   def text(self, tag: str, text: str, step: int) -> None:
     if self.enabled:

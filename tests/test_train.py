@@ -1,7 +1,9 @@
 """The real train_and_evaluate on a tiny config: learning, resuming, and 1 vs N devices."""
 
+import glob
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -81,6 +83,37 @@ def test_a_corpus_given_by_a_relative_path_resumes_from_anywhere(tmp_path, corpu
   resumed = train.train_and_evaluate(tiny_config(str(tmp_path / 'data' / 'c.txt'), num_steps=25),
                                      str(tmp_path / 'run'))
   assert int(resumed.step) == 25
+
+
+def tensorboard_scalars(workdir, tag) -> list[int]:
+  """The steps of a scalar as TensorBoard shows them: a launch's START marker at step p (its
+  purge step) hides what earlier files logged from step p on."""
+  import struct
+  from tensorboardX.proto import event_pb2
+  steps = []
+  for path in sorted(glob.glob(os.path.join(workdir, 'tensorboard', '*')), key=os.path.getmtime):
+    data, i = open(path, 'rb').read(), 0
+    while i < len(data):
+      length = struct.unpack('<Q', data[i:i + 8])[0]
+      event = event_pb2.Event.FromString(data[i + 12:i + 12 + length])
+      i += length + 16
+      if event.HasField('session_log') and event.session_log.status == event.session_log.START:
+        steps = [s for s in steps if s < event.step]
+      steps += [event.step for v in event.summary.value if v.tag == tag]
+  return steps
+
+
+def test_tensorboard_shows_a_resumed_run_as_one_run(tmp_path, corpus_file):
+  train.train_and_evaluate(tiny_config(corpus_file, num_steps=30, log_every=5), str(tmp_path / 'full'))
+  # As if killed after step 25 with its checkpoint at 20: the resumed run logs 25 and 30 again.
+  train.train_and_evaluate(tiny_config(corpus_file, num_steps=25, log_every=5,
+                                       checkpoint_every=20), str(tmp_path / 'split'))
+  shutil.rmtree(tmp_path / 'split' / 'checkpoints' / '25')
+  train.train_and_evaluate(tiny_config(corpus_file, num_steps=30, log_every=5), str(tmp_path / 'split'))
+  expected = [5, 10, 15, 20, 25, 30]
+  assert tensorboard_scalars(tmp_path / 'full', 'train_loss') == expected
+  assert tensorboard_scalars(tmp_path / 'split', 'train_loss') == expected
+  assert not tensorboard_scalars(tmp_path / 'split', 'wall_time')
 
 
 def test_checkpoints_are_bounded(tmp_path, corpus_file):
