@@ -18,7 +18,7 @@ from lstmgen.errors import UserError
 
 # Config fields that define a run's model and data: resuming with different values is refused.
 RUN_DEFINING = ('model', 'data.corpus', 'data.path', 'data.val_fraction', 'data.strip_gutenberg',
-                'dtype', 'seq_len', 'stateful')
+                'dtype', 'seq_len', 'stateful', 'seed')
 # Fields added after runs were saved without them, and the value those runs used.
 BACKFILL = {'stateful': False, 'lr_schedule': 'constant', 'model.weight_drop': 0.0,
             'cpu_kernels': False, 'cudnn': False}

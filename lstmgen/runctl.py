@@ -3,6 +3,8 @@
 import contextlib
 import errno
 import fcntl
+import hashlib
+import json
 import os
 import signal
 
@@ -11,7 +13,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from lstmgen import checkpoint
+from lstmgen import checkpoint, data
 from lstmgen.errors import UserError
 
 
@@ -32,10 +34,50 @@ def check_resumable(config, workdir: str) -> None:
     return
   # A stateful run's streams and saved carry are laid out by batch row.
   fields = checkpoint.RUN_DEFINING + (('batch_size',) if config.stateful else ())
+  if os.path.exists(_corpus_record(workdir)):
+    # The corpus is checked by its contents (`check_corpus`): the file may have moved.
+    fields = tuple(f for f in fields if f not in ('data.path', 'data.corpus'))
   differ = checkpoint.differing_fields(checkpoint.load_config(workdir), config, fields)
   if differ:
     raise UserError(f'{workdir} holds a run with a different model or data config '
                     f'({"; ".join(differ)}); use a new --workdir or the same settings')
+
+
+def _corpus_record(workdir: str) -> str:
+  return os.path.join(workdir, 'corpus.json')
+
+
+def corpus_fingerprint(ids: np.ndarray) -> dict:
+  """The encoded corpus's length and a hash of its ids: all of them up to 16 MB, else 256
+  evenly spaced 64 KB blocks and the end (a multi-GB corpus is not read whole at every launch)."""
+  raw = memoryview(np.ascontiguousarray(ids)).cast('B')  # The memmap itself: no copy.
+  digest = hashlib.sha256()
+  block = 1 << 16
+  if len(raw) <= 256 * block:
+    digest.update(raw)
+  else:
+    for start in np.linspace(0, len(raw) - block, 257).astype(np.int64):
+      digest.update(raw[start:start + block])
+  return {'chars': int(len(ids)), 'sha256': digest.hexdigest()}
+
+
+def check_corpus(workdir: str, ids: np.ndarray, write: bool) -> None:
+  """Refuses to resume a run on another text than the one it was trained on; records it first.
+
+  An edited corpus moves the train/validation split and changes every batch: the resumed run
+  would no longer be the run that was saved.
+  """
+  now, path = corpus_fingerprint(ids), _corpus_record(workdir)
+  if os.path.exists(path):
+    with open(path, encoding='utf-8') as f:
+      then = json.load(f)
+    if then != now:
+      change = (f'{then["chars"]:,} characters then, {now["chars"]:,} now'
+                if then['chars'] != now['chars'] else 'the same length, other text')
+      raise UserError(f'the corpus is not the text this run was trained on ({change}); resume '
+                      'with that text, or train on this one in a new --workdir')
+  elif write:
+    data._atomic_write(path, json.dumps(now))  # pylint: disable=protected-access
 
 
 @contextlib.contextmanager

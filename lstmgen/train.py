@@ -215,9 +215,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   data.check_trainable(len(train_ids), config.seq_len, len(vocab))
   if config.stateful:
     data.check_streams(len(train_ids), config.seq_len, config.batch_size)
+  runctl.check_corpus(workdir, ids, write=is_chief)
   if is_chief:
     vocab.save(checkpoint.vocab_path(workdir))
-    checkpoint.save_config(workdir, config)
   logging.info('corpus: %d characters (%d train, %d validation), vocabulary of %d',
                len(ids), len(train_ids), len(val_ids), len(vocab))
 
@@ -231,6 +231,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     state = checkpoint.restore(mngr, state)
     logging.info('resumed from step %d', int(state.step))
   start = int(state.step)
+  if is_chief and start < config.num_steps:  # A launch with nothing to train changes nothing.
+    checkpoint.save_config(workdir, config)
   writer = MetricWriter(workdir, enabled=is_chief, resumed_at=start)
   writer.truncate_after(start)
 

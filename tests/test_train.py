@@ -67,7 +67,7 @@ def test_a_second_launch_resumes_and_ends_where_one_run_would(tmp_path, corpus_f
   assert [e for e in split_events if 'val_bpc' in e] == [e for e in full_events if 'val_bpc' in e]
 
 
-def test_a_corpus_given_by_a_relative_path_resumes_from_anywhere(tmp_path, corpus_file, monkeypatch):
+def test_a_run_resumes_from_anywhere_with_its_corpus_moved_but_not_edited(tmp_path, corpus_file, monkeypatch):
   (tmp_path / 'data').mkdir()
   (tmp_path / 'data' / 'c.txt').write_text(open(corpus_file).read())
   monkeypatch.chdir(tmp_path / 'data')
@@ -83,6 +83,17 @@ def test_a_corpus_given_by_a_relative_path_resumes_from_anywhere(tmp_path, corpu
   resumed = train.train_and_evaluate(tiny_config(str(tmp_path / 'data' / 'c.txt'), num_steps=25),
                                      str(tmp_path / 'run'))
   assert int(resumed.step) == 25
+  # The corpus is known by its contents: moved, it resumes; edited, it is refused.
+  os.rename(tmp_path / 'data' / 'c.txt', tmp_path / 'moved.txt')
+  resumed = train.train_and_evaluate(tiny_config(str(tmp_path / 'moved.txt'), num_steps=30),
+                                     str(tmp_path / 'run'))
+  assert int(resumed.step) == 30
+  with open(tmp_path / 'moved.txt', 'a') as f:
+    f.write('The king came home.\n')
+  with pytest.raises(UserError, match=r'not the text this run was trained on \([\d,]+ characters '
+                                      r'then, [\d,]+ now\)'):
+    train.train_and_evaluate(tiny_config(str(tmp_path / 'moved.txt'), num_steps=35),
+                             str(tmp_path / 'run'))
 
 
 def tensorboard_scalars(workdir, tag) -> list[int]:
@@ -128,6 +139,12 @@ def test_resuming_with_a_different_model_is_refused(tmp_path, corpus_file):
     train.train_and_evaluate(tiny_config(corpus_file, num_steps=20, model__hidden_size=64),
                              str(tmp_path))
   assert checkpoint.manager(str(tmp_path)).latest_step() == 10
+  # The seed keys the data order and dropout of every step.
+  with pytest.raises(UserError, match=r'seed: 0 -> 5'):
+    train.train_and_evaluate(tiny_config(corpus_file, num_steps=20, seed=5), str(tmp_path))
+  # A launch with nothing to train leaves the saved config as it was.
+  train.train_and_evaluate(tiny_config(corpus_file, num_steps=5), str(tmp_path))
+  assert checkpoint.load_config(str(tmp_path)).num_steps == 10
 
 
 def test_bfloat16_compute_trains_close_to_float32(tmp_path, corpus_file, monkeypatch, caplog):
