@@ -5,6 +5,7 @@ The only module that defines training flags; `config` and `workdir` flow down fr
 
 import contextlib
 import os
+import socket
 import sys
 import traceback
 
@@ -41,6 +42,8 @@ def init_distributed() -> None:
   if _COORDINATOR.value:
     if _NUM_PROCESSES.value is None or _PROCESS_ID.value is None:
       raise UserError('--coordinator_address needs --num_processes and --process_id')
+    if _PROCESS_ID.value == 0:
+      check_port_free(_COORDINATOR.value)
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   elif auto:
     jax.distributed.initialize()  # Detects the cluster: TPU VM slices, SLURM, ...
@@ -48,6 +51,20 @@ def init_distributed() -> None:
     connect_gloo()
   if jax.process_index() != 0:
     logging.set_verbosity(logging.WARNING)  # Process 0 speaks for the run.
+
+
+def check_port_free(address: str) -> None:
+  """Process 0 hosts the coordinator: a busy port there would crash jax.distributed (seen: a
+  segfault, or an RPC-server error in every process)."""
+  _, _, port = address.rpartition(':')
+  if not port.isdigit():
+    raise UserError(f'--coordinator_address={address} needs a port: host:port')
+  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    try:
+      sock.bind(('', int(port)))
+    except OSError as e:
+      raise UserError(f'--coordinator_address={address}: port {port} cannot be used '
+                      f'({e.strerror}); pick a free port') from None
 
 
 def connect_gloo() -> None:

@@ -88,6 +88,17 @@ def test_a_failing_process_fails_the_launch_and_leaves_nothing_running(tmp_path)
   assert leftover.stdout.strip() == ''
 
 
+def test_a_busy_coordinator_port_is_one_line(tmp_path, corpus_file):
+  with socket.socket() as busy:
+    busy.bind(('127.0.0.1', 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    proc = train_cli(tmp_path, corpus_file, f'--coordinator_address=127.0.0.1:{port}',
+                     '--num_processes=1', '--process_id=0', check=False)
+  assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+  assert f'port {port} cannot be used' in proc.stderr.strip().splitlines()[-1]
+
+
 def test_sigterm_to_one_process_stops_every_process_at_the_same_saved_step(tmp_path, corpus_file):
   launcher = subprocess.Popen(
       ['bash', 'launch/local.sh', '2', '1', '--config=configs/tiny.py', f'--workdir={tmp_path}',
@@ -107,7 +118,7 @@ def test_sigterm_to_one_process_stops_every_process_at_the_same_saved_step(tmp_p
     launcher.terminate()  # local.sh stops its processes when told to.
     launcher.wait()
   assert launcher.returncode == 0, err[-3000:]
-  saved = re.findall(r'saved step (\d+) after SIGTERM', err)
+  saved = re.findall(r"saved step (\d+) after (?:SIGTERM|another process's stop signal)", err)
   assert len(saved) == 2 and saved[0] == saved[1], err[-3000:]
   assert int(saved[0]) in {int(d) for d in os.listdir(ckpt) if d.isdigit()}
 
