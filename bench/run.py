@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 
-import flax.jax_utils
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,7 +20,7 @@ from bench.timing import interleaved, print_round_ratios, row
 from configs import default
 from lstmgen import hostmem
 from lstmgen import model as model_lib
-from lstmgen import sample, train
+from lstmgen import replicas, sample, train
 
 VOCAB = 80  # About Grimm's (78) and the tutorial's (~80) vocabulary.
 
@@ -69,7 +68,7 @@ def jax_train_runner(config):
   tx = train.make_optimizer(config)
   root = jax.random.key(0)
   devices = jax.local_devices()
-  state = flax.jax_utils.replicate(train.init_state(model, tx, root, config), devices)
+  state = replicas.replicate(train.init_state(model, tx, root, config))
   step = train.make_p_train_step(model, tx, root, config)
   windows = np.random.default_rng(0).integers(0, VOCAB, (len(devices), config.batch_size //
                                                          len(devices), config.seq_len + 1))

@@ -6,7 +6,6 @@ import time
 from typing import Any
 
 import flax
-import flax.jax_utils
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -243,9 +242,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   example_ids = np.arange(rows.start, rows.stop, dtype=np.int32).reshape(len(devices), -1)
   p_train_step = make_p_train_step(model, tx, root_key, config)
   # The carry is per row, so it is split over devices, not replicated like the rest of the state.
-  carry = jax.tree.map(lambda x: np.asarray(x)[rows].reshape(len(devices), -1, x.shape[-1]),
-                       state.carry)
-  state = flax.jax_utils.replicate(state.replace(carry=None), devices)
+  carry = replicas.split_over_devices(jax.tree.map(
+      lambda x: np.asarray(x)[rows].reshape(len(devices), -1, x.shape[-1]), state.carry))
+  state = replicas.replicate(state.replace(carry=None))
 
   def host_state():
     return jax.device_get(replicas.unreplicate(state)).replace(
