@@ -219,6 +219,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     vocab.save(checkpoint.vocab_path(workdir))
   logging.info('corpus: %d characters (%d train, %d validation), vocabulary of %d',
                len(ids), len(train_ids), len(val_ids), len(vocab))
+  if len(val_ids) < 2:
+    logging.info('no validation text (data.val_fraction=%g): no validation loss is computed, and '
+                 'samples are primed from the training text', config.data.val_fraction)
 
   # Model, optimizer, state: restored from the latest checkpoint when there is one.
   model = model_lib.from_config(config, len(vocab))

@@ -123,6 +123,23 @@ def test_sigterm_to_one_process_stops_every_process_at_the_same_saved_step(tmp_p
   assert int(saved[0]) in {int(d) for d in os.listdir(ckpt) if d.isdigit()}
 
 
+def test_a_stopped_launcher_lets_every_process_save_before_it_exits(tmp_path, corpus_file):
+  launcher = subprocess.Popen(
+      ['bash', 'launch/local.sh', '2', '1', '--config=configs/tiny.py', f'--workdir={tmp_path}',
+       f'--config.data.path={corpus_file}', '--config.num_steps=100000',
+       '--config.checkpoint_every=100000', '--config.eval_every=100000', '--config.log_every=20'],
+      cwd=ROOT, env={**os.environ, 'PYTHON': sys.executable}, stderr=subprocess.PIPE, text=True)
+  while not (tmp_path / 'metrics.jsonl').exists():  # Training is under way, no checkpoint yet.
+    assert launcher.poll() is None, launcher.stderr.read()
+    time.sleep(0.1)
+  launcher.send_signal(signal.SIGTERM)  # What a scheduler or Ctrl-C does to the launcher.
+  _, err = launcher.communicate(timeout=120)
+  assert launcher.returncode == 0, err[-3000:]
+  saved = re.findall(r'saved step (\d+) after SIGTERM', err)
+  assert len(saved) == 2 and saved[0] == saved[1], err[-3000:]
+  assert os.listdir(tmp_path / 'checkpoints') == [saved[0]]
+
+
 def launch_slurm(processes, workdir, corpus, *args):
   """What `srun` does: one command per process, told its rank by SLURM_* variables only."""
   port = int(free_port(61440, 65536))  # jax puts the coordinator at 61440 + job id % 4096.
