@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
+from absl import logging
 
 from lstmgen.data import Vocab
 from lstmgen.errors import UserError
@@ -82,6 +83,11 @@ def _gutenberg_span(pieces: Iterable[str]) -> tuple[int, int] | None:
     if end is None and (m := _END.search(piece)):
       end = pos + m.start()
     pos += len(piece)
+  if (start is None) != (end is None) or (start is not None and start >= end):
+    # Half a Gutenberg wrapper (a file cut short, or edited): kept whole, but say so.
+    logging.warning('the corpus has a Project Gutenberg START or END marker but no book between '
+                    'a START and an END one, so it is kept whole, licence text included; remove '
+                    'the leftover text, or set --config.data.strip_gutenberg=False to silence this')
   return (start, end) if start is not None and end is not None and start < end else None
 
 

@@ -17,8 +17,13 @@ def test_clean_text_strips_bom_crlf_and_gutenberg_wrapper():
   assert kept.startswith('The Project') and '\r' not in kept and 'More licence' in kept
 
 
-def test_clean_text_leaves_files_without_markers_alone():
+def test_clean_text_leaves_files_without_markers_alone(caplog):
   assert textfile.clean_text('First Citizen:\nBefore we proceed.\n') == 'First Citizen:\nBefore we proceed.\n'
+  assert not caplog.records
+  # Half a wrapper (a file cut before its END marker) is kept whole, with a warning.
+  cut = GUTENBERG[:GUTENBERG.index('*** END')]
+  assert textfile.clean_text(cut).startswith('The Project')
+  assert 'no book between a START and an END' in caplog.text
 
 
 def test_read_text_errors_name_the_problem(tmp_path):
