@@ -85,6 +85,15 @@ def test_chunked_sampling_draws_the_same_text_as_one_call():
   np.testing.assert_array_equal(whole, np.concatenate(chunks, axis=1))
 
 
+def test_noise_drawn_in_blocks_gives_the_text_of_one_draw(monkeypatch):
+  whole, count, _ = run(1.0, key=3, length=23)
+  monkeypatch.setattr(sample, 'NOISE_BLOCK', 5)  # 4 blocks and a rest of 3.
+  jax.clear_caches()  # Trace again, with the new block size.
+  blocked, blocked_count, _ = run(1.0, key=3, length=23)
+  np.testing.assert_array_equal(blocked, whole)
+  assert count == blocked_count == 23
+
+
 def test_draws_follow_softmax_of_logits_over_temperature():
   logits = jnp.log(jnp.array([0.1, 0.2, 0.3, 0.4]))
   step = lambda carry, token_B: (carry, jnp.broadcast_to(logits, (token_B.shape[0], 4)))
