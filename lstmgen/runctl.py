@@ -61,14 +61,15 @@ def corpus_fingerprint(ids: np.ndarray) -> dict:
   return {'chars': int(len(ids)), 'sha256': digest.hexdigest()}
 
 
-def check_corpus(workdir: str, ids: np.ndarray, write: bool) -> None:
+def check_corpus(workdir: str, ids: np.ndarray, write: bool, resuming: bool) -> None:
   """Refuses to resume a run on another text than the one it was trained on; records it first.
 
   An edited corpus moves the train/validation split and changes every batch: the resumed run
-  would no longer be the run that was saved.
+  would no longer be the run that was saved. Before its first checkpoint a run has nothing to
+  resume, and its record is written again.
   """
   now, path = corpus_fingerprint(ids), _corpus_record(workdir)
-  if os.path.exists(path):
+  if resuming and os.path.exists(path):
     with open(path, encoding='utf-8') as f:
       then = json.load(f)
     if then != now:

@@ -214,7 +214,6 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   data.check_trainable(len(train_ids), config.seq_len, len(vocab))
   if config.stateful:
     data.check_streams(len(train_ids), config.seq_len, config.batch_size)
-  runctl.check_corpus(workdir, ids, write=is_chief)
   if is_chief:
     vocab.save(checkpoint.vocab_path(workdir))
   logging.info('corpus: %d characters (%d train, %d validation), vocabulary of %d',
@@ -229,6 +228,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   root_key = jax.random.key(config.seed)
   state = init_state(model, tx, jax.random.fold_in(root_key, INIT), config)
   mngr = checkpoint.manager(workdir, config.keep_checkpoints)
+  runctl.check_corpus(workdir, ids, write=is_chief, resuming=mngr.latest_step() is not None)
   if mngr.latest_step() is not None:
     state = checkpoint.restore(mngr, state)
     logging.info('resumed from step %d', int(state.step))
