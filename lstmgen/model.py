@@ -13,15 +13,14 @@ check outputs and gradients.
 """
 
 import functools
-import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
-import numpy as np
 
 from lstmgen import cpu_cell
+from lstmgen import dropout as dropout_lib
 from lstmgen import gpu_rnn
 
 Carry = tuple[tuple[jax.Array, jax.Array], ...]  # Per layer: (c_BxH, h_BxH), fp32.
@@ -277,7 +276,7 @@ class LSTMLayer(nn.Module):
     wh = self.param('wh', _recurrent_init, (H, 4 * H))
     b = self.param('b', lambda k, s: jnp.zeros(s).at[H:2 * H].set(self.forget_bias), (4 * H,))
     if weight_drop_key is not None and self.weight_drop > 0:
-      wh = _drop_weights(wh, weight_drop_key, self.weight_drop)
+      wh = dropout_lib.drop_weights(wh, weight_drop_key, self.weight_drop)
     if x_TxBxD.shape[0] == 1:
       # One token (sampling three or more streams; one or two use `decode`'s batched step): no
       # loop at all, where a scan of length 1 costs ~10x the arithmetic.
@@ -297,48 +296,6 @@ class LSTMLayer(nn.Module):
     hs_TxBxH, carry = lstm_recurrence(wh, b, xproj_TxBx4H, *carry, self.dtype, self.unroll,
                                       kernels)
     return carry, hs_TxBxH
-
-
-def _draw_bits(rate: float) -> int:
-  """Bits per dropout draw: the fewest of 1, 2, 4 or 8 that hold `rate` exactly, else 16."""
-  return next((bits for bits in (1, 2, 4, 8) if (rate * 2**bits).is_integer()), 16)
-
-
-def _keep(key, shape, rate: float):
-  """A mask of `shape` that is True with probability 1 - rate (to 1/65536 at worst).
-
-  jax.random.bits costs one 32-bit threefry word per element whatever its dtype (measured:
-  uint16 as slow as uint32), so each word is cut here into 32 / b draws of b bits. At rate 0.5 a
-  draw is one bit: a layer's dropout bits at the reference size took 1.6 ms instead of 53 ms,
-  about 7% of a training step on the EPYC.
-  """
-  bits = _draw_bits(rate)
-  size = math.prod(shape)
-  words = jax.random.bits(key, (-(-size * bits // 32),), jnp.uint32)
-  shifts = jnp.arange(0, 32, bits, dtype=jnp.uint32)
-  draws = ((words[:, None] >> shifts) & (2**bits - 1)).reshape(-1)[:size].reshape(shape)
-  return draws >= round(rate * 2**bits)
-
-
-def _drop(x, keep, rate: float):
-  """Inverted dropout: kept entries scaled by 1 / (1 - rate), the rest zero."""
-  return jnp.where(keep, x * (1.0 / (1.0 - rate)), 0.0)
-
-
-def _dropout(x_TxBxH, keys_B, rate: float, salt: int):
-  """Inverted dropout whose mask for example b depends only on keys_B[b], not on the device."""
-  keep_TxBxH = jax.vmap(lambda k: _keep(jax.random.fold_in(k, salt), x_TxBxH[:, 0].shape, rate),
-                        out_axes=1)(keys_B)
-  return _drop(x_TxBxH, keep_TxBxH, rate)
-
-
-def _drop_weights(w, key, rate: float):
-  """DropConnect on a weight matrix (AWD-LSTM's weight drop): one mask for the whole batch.
-
-  Dropping recurrent weights regularises the recurrence itself, which dropout between layers never
-  touches; the mask is fixed for all time steps, so the custom VJP sees a plain matrix.
-  """
-  return _drop(w, _keep(key, w.shape, rate), rate)
 
 
 class CharLSTM(nn.Module):
@@ -381,7 +338,7 @@ class CharLSTM(nn.Module):
                                      carry[layer], x, layer_key, xproj if layer == 0 else None)
       new_carry.append(layer_carry)
       if dropout_keys_B is not None and self.dropout > 0:
-        x = _dropout(x, dropout_keys_B, self.dropout, layer)
+        x = dropout_lib.dropout(x, dropout_keys_B, self.dropout, layer)
     T, B, H = x.shape
     logits = nn.Dense(self.vocab_size, dtype=self.dtype, name='logits')(x.reshape(T * B, H))
     return logits.astype(jnp.float32).reshape(T, B, -1).transpose(1, 0, 2), tuple(new_carry)

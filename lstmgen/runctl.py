@@ -30,7 +30,10 @@ def make_workdir(workdir: str) -> None:
 
 
 def check_resumable(config, workdir: str) -> None:
-  if not os.path.exists(checkpoint.config_path(workdir)):
+  """Refuses to resume a run with fields that define another run (a launch that wrote no
+  checkpoint left nothing to resume: it starts over, with any config)."""
+  steps = os.path.join(workdir, 'checkpoints')
+  if not (os.path.isdir(steps) and any(name.isdigit() for name in os.listdir(steps))):
     return
   # A stateful run's streams and saved carry are laid out by batch row.
   fields = checkpoint.RUN_DEFINING + (('batch_size',) if config.stateful else ())

@@ -19,7 +19,7 @@ class MetricWriter:
       # Event file names hold the time in whole seconds: the suffix keeps two launches within
       # one second from writing to the same file.
       self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'), flush_secs=30,
-                               purge_step=resumed_at + 1 if resumed_at else None,
+                               purge_step=resumed_at + 1,
                                filename_suffix=f'.{os.getpid()}.{resumed_at}')
 
   def truncate_after(self, step: int) -> None:

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lstmgen import dropout
 from lstmgen import model as model_lib
 
 B, T, D, H = 3, 7, 5, 6
@@ -157,7 +158,7 @@ def test_weight_drop_masks_recurrent_weights_for_the_whole_batch_only_when_keyed
 
 @pytest.mark.parametrize('rate', [0.5, 0.25, 0.1, 0.3])  # 1-, 2-, 16- and 16-bit draws.
 def test_dropout_keeps_each_entry_independently_with_probability_one_minus_rate(rate):
-  keep = np.asarray(model_lib._keep(jax.random.key(0), (400, 250), rate))  # pylint: disable=protected-access
+  keep = np.asarray(dropout.keep(jax.random.key(0), (400, 250), rate))
   # 100,000 draws: the standard error of a frequency is under 0.0016; 0.008 is 5 of them.
   assert abs(keep.mean() - (1 - rate)) < 0.008
   # Draws cut from one random word are independent: neighbours agree as often as chance says.

@@ -145,6 +145,11 @@ def test_resuming_with_a_different_model_is_refused(tmp_path, corpus_file):
   # A launch with nothing to train leaves the saved config as it was.
   train.train_and_evaluate(tiny_config(corpus_file, num_steps=5), str(tmp_path))
   assert checkpoint.load_config(str(tmp_path)).num_steps == 10
+  # Without a checkpoint there is nothing to resume: any config starts over.
+  shutil.rmtree(tmp_path / 'checkpoints')
+  state = train.train_and_evaluate(tiny_config(corpus_file, num_steps=5, model__hidden_size=64),
+                                   str(tmp_path))
+  assert state.params['lstm_0']['wh'].shape == (64, 256)
 
 
 def test_bfloat16_compute_trains_close_to_float32(tmp_path, corpus_file, monkeypatch, caplog):
