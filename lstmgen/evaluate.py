@@ -26,12 +26,9 @@ def main(argv):
   if _BATCH.value <= 0:
     raise UserError(f'--streams must be > 0, got {_BATCH.value}')
   config, vocab, model, params = train.load_run(_WORKDIR.value, _STEP.value)
-  try:
-    text = textfile.read_text(_TEXT.value, config.data.strip_gutenberg,
-                              _DECODE_ERRORS.value or config.data.decode_errors)
-  except UserError as e:  # Its advice names training's flags; these are evaluate's.
-    raise UserError(str(e).replace('--config.data.path', '--text').replace(
-        '--config.data.decode_errors', '--decode_errors')) from None
+  text = textfile.read_text(_TEXT.value, config.data.strip_gutenberg,
+                            _DECODE_ERRORS.value or config.data.decode_errors,
+                            flags=textfile.Flags('--text', '--decode_errors', 'text'))
   unknown = vocab.unknown(text)
   if unknown:
     known = ''.join(c for c in text if c not in set(unknown))

@@ -65,15 +65,6 @@ def cut_at_stop(text: str, stop: str | None) -> tuple[str, bool]:
   return text, False
 
 
-def read_prompt_file(path: str) -> str:
-  """The file's text as training reads a corpus: a BOM dropped, CRLF line ends made LF."""
-  try:
-    with open(path, encoding='utf-8-sig') as f:
-      return f.read().replace('\r\n', '\n')
-  except (OSError, UnicodeDecodeError) as e:
-    raise UserError(f'cannot read --prompt_file {path} ({e})') from None
-
-
 def load_model(workdir: str | None, step: int | None, checkpoint: str | None):
   """(config, vocab, model, params) from a workdir, an exported model, or the bundled one."""
   from lstmgen import pretrained, train  # pylint: disable=g-import-not-at-top
@@ -100,7 +91,11 @@ def main(argv):
   from lstmgen import sample
 
   _, vocab, model, params = load_model(_WORKDIR.value, _STEP.value, _CHECKPOINT.value)
-  prompt = read_prompt_file(_PROMPT_FILE.value) if _PROMPT_FILE.value else _PROMPT.value
+  prompt = _PROMPT.value
+  if _PROMPT_FILE.value:  # Read as training reads a corpus: a BOM dropped, CR and CRLF made LF.
+    from lstmgen import textfile
+    prompt = textfile.read_text(_PROMPT_FILE.value, strip_gutenberg=False,
+                                flags=textfile.Flags('--prompt_file', None, 'prompt'))
   prompt, ids = prompt_ids(vocab, prompt, _UNKNOWN.value)
   prompt_BxP = np.tile(ids.astype(np.int32)[None], (_NUM_SAMPLES.value, 1))
   key = jax.random.key(_SEED.value)

@@ -11,6 +11,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
+from typing import NamedTuple
 
 import numpy as np
 from absl import logging
@@ -28,7 +29,14 @@ _CACHE_FORMAT = 1  # Bump when the cache's content or naming changes.
 # ----------------------------------------------------------------------------- cleaning
 
 
-def _decode(path: str, errors: str, chunk_bytes: int) -> Iterator[str]:
+class Flags(NamedTuple):
+  """The flags that name the file and its decode_errors, for the advice in error messages."""
+  path: str = '--config.data.path'
+  decode_errors: str | None = '--config.data.decode_errors'  # None: the command has none.
+  noun: str = 'corpus'  # What the file is to the user.
+
+
+def _decode(path: str, errors: str, chunk_bytes: int, flags: Flags = Flags()) -> Iterator[str]:
   """The file's UTF-8 text in pieces; a bad byte is reported with its offset and line."""
   decoder = codecs.getincrementaldecoder('utf-8')(errors)
   offset, newlines = 0, 0  # Bytes read before this chunk, and the line ends among them.
@@ -41,10 +49,11 @@ def _decode(path: str, errors: str, chunk_bytes: int) -> Iterator[str]:
       except UnicodeDecodeError as e:
         data = buffered + raw
         line = newlines + data.count(b'\n', 0, e.start) + 1
+        replace = (f', or pass {flags.decode_errors}=replace to substitute U+FFFD'
+                   if flags.decode_errors else '')
         raise UserError(
             f'{path} is not valid UTF-8 (byte {offset - len(buffered) + e.start}, line {line}: '
-            f'{data[e.start:e.start + 4]!r}); convert it to UTF-8, or pass '
-            '--config.data.decode_errors=replace to substitute U+FFFD') from None
+            f'{data[e.start:e.start + 4]!r}); convert it to UTF-8{replace}') from None
       if not raw:
         return
       offset, newlines = offset + len(raw), newlines + raw.count(b'\n')
@@ -125,28 +134,32 @@ def clean_text(text: str, strip_gutenberg: bool = True) -> str:
   return ''.join(_cleaner(lambda: _normalize([text]), strip_gutenberg)())
 
 
-def check_file(path: str) -> None:
+def check_file(path: str, flags: Flags = Flags()) -> None:
   if not path:
     raise UserError('no corpus given; pass --config.data.path=FILE or --config.data.corpus=NAME')
   if os.path.isdir(path):
-    raise UserError(f'corpus path {path} is a directory; pass a text file')
+    raise UserError(f'{flags.noun} path {path} is a directory; pass a text file')
   if not os.path.exists(path):
-    raise UserError(f'corpus file {path} does not exist; check --config.data.path')
+    raise UserError(f'{flags.noun} file {path} does not exist; check {flags.path}')
 
 
 def file_cleaner(path: str, strip_gutenberg: bool = True, decode_errors: str = 'strict',
-                 chunk_bytes: int = CHUNK_BYTES) -> Callable[[], Iterator[str]]:
+                 chunk_bytes: int = CHUNK_BYTES,
+                 flags: Flags = Flags()) -> Callable[[], Iterator[str]]:
   """A function giving the cleaned text of a file a few MB at a time, once per call.
 
   Each call reads the file again; the Gutenberg markers are searched once, by this function.
+  `flags` name, in error messages, the flags of the command that reads the file.
   """
-  check_file(path)
-  return _cleaner(lambda: _normalize(_decode(path, decode_errors, chunk_bytes)), strip_gutenberg)
+  check_file(path, flags)
+  return _cleaner(lambda: _normalize(_decode(path, decode_errors, chunk_bytes, flags)),
+                  strip_gutenberg)
 
 
-def read_text(path: str, strip_gutenberg: bool = True, decode_errors: str = 'strict') -> str:
+def read_text(path: str, strip_gutenberg: bool = True, decode_errors: str = 'strict',
+              flags: Flags = Flags()) -> str:
   """The whole cleaned text of a file (for prompts and evaluation texts; training streams)."""
-  return ''.join(file_cleaner(path, strip_gutenberg, decode_errors)())
+  return ''.join(file_cleaner(path, strip_gutenberg, decode_errors, flags=flags)())
 
 
 # ----------------------------------------------------------------------------- id cache
