@@ -20,11 +20,10 @@ import numpy as np
 import torch
 
 from bench import torch_peer
-from bench.run import VOCAB, forward_flops_per_char, jax_train_runner, reference_config
+from bench.run import (VOCAB, bench_sample, forward_flops_per_char, jax_train_runner,
+                       reference_config)
 from bench.timing import interleaved, print_round_ratios, row
 from lstmgen import gpu_rnn
-from lstmgen import model as model_lib
-from lstmgen import sample, train
 
 TORCH_DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
 
@@ -59,29 +58,6 @@ def bench_train(batch_sizes, steps: int, rounds: int, unroll: int):
         print(f'    {tflops:.2f} TFLOP/s of model FLOPs', flush=True)
 
 
-def bench_sample(rounds: int, length: int = 600, prompt_len: int = 100):
-  print(f'b. sampling throughput ({length} new chars after a {prompt_len}-char prompt, same '
-        f'weights), {rounds} rounds alternating')
-  config = reference_config()
-  model = model_lib.from_config(config, VOCAB)
-  params = train.init_state(model, train.make_optimizer(config), jax.random.key(0), config).params
-  torch_model = torch_peer.load_jax_params(jax.device_get(params)).to(TORCH_DEVICE)
-  for streams in (1, 128):
-    prompt = np.random.default_rng(0).integers(0, VOCAB, (streams, prompt_len)).astype(np.int32)
-    run = lambda: sample.generate(model, params, prompt, jax.random.key(1), length, 1.0)
-    run().block_until_ready()
-
-    def ours_rate():
-      start = time.perf_counter()
-      run().block_until_ready()
-      return streams * length / (time.perf_counter() - start)
-
-    peer_rate = lambda: torch_peer.torch_stateful_sample(torch_model, prompt, length, 1.0, 0)[1]
-    ours, peer = interleaved([ours_rate, peer_rate], rounds)
-    row(f'sample, {streams} stream(s)', np.median(ours), np.median(peer), 'chars/s', 'torch loop')
-    print_round_ratios(ours, peer)
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument('--batch_sizes', default='128,1024', help='Comma-separated global batches.')
@@ -102,7 +78,7 @@ def main():
   if batches:
     bench_train(batches[:1], args.steps, args.rounds, args.unroll)
   if 'sample' in args.only:
-    bench_sample(args.rounds)
+    bench_sample(args.rounds, torch_device=TORCH_DEVICE)
   if batches[1:]:
     bench_train(batches[1:], args.steps, args.rounds, args.unroll)
 

@@ -155,13 +155,15 @@ def bench_first_step():
 # ----------------------------------------------------------------------------- b. sampling
 
 
-def bench_sample(rounds: int, length: int = 600, prompt_len: int = 100):
+def bench_sample(rounds: int, length: int = 600, prompt_len: int = 100, torch_device='cpu'):
+  """On the CPU, also the TFLearn-style window re-run and the matmul-bound rate."""
   print(f'b. sampling throughput ({length} new chars after a {prompt_len}-char prompt, same weights); '
         f'{rounds} rounds, lstmgen and torch alternating')
   config = reference_config()
   model = model_lib.from_config(config, VOCAB)
   params = train.init_state(model, train.make_optimizer(config), jax.random.key(0), config).params
-  torch_model = torch_peer.load_jax_params(jax.device_get(params))
+  torch_model = torch_peer.load_jax_params(jax.device_get(params)).to(torch_device)
+  on_cpu = torch_device == 'cpu'
   for streams in (1, 128):
     prompt = np.random.default_rng(0).integers(0, VOCAB, (streams, prompt_len)).astype(np.int32)
     run = lambda: sample.generate(model, params, prompt, jax.random.key(1), length, 1.0)
@@ -176,6 +178,8 @@ def bench_sample(rounds: int, length: int = 600, prompt_len: int = 100):
     ours, peer = interleaved([ours_rate, peer_rate], rounds)
     row(f'sample, {streams} stream(s)', np.median(ours), np.median(peer), 'chars/s', 'torch loop')
     print_round_ratios(ours, peer)
+    if not on_cpu:
+      continue
     if streams == 1:
       _, window = torch_peer.tflearn_window_sample(torch_model, prompt[:1], 60, 1.0, 0)
       row('sample, 1 stream vs re-run window', np.median(ours), window, 'chars/s', 'tflearn-style')

@@ -113,17 +113,17 @@ def restore(mngr: ocp.CheckpointManager, target, step: int | None = None, move_a
   """
   steps = [step] if step is not None else sorted(mngr.all_steps(), reverse=True)
   damaged = []
-  for s in steps:
+  for i, s in enumerate(steps):
     try:
       restored = mngr.restore(s, args=ocp.args.StandardRestore(abstract(stored(target))))
     except Exception as e:  # Orbax raises many types (ValueError, OSError, tensorstore errors).
       damaged.append(s)
       reason = str(e).splitlines()[0][:300]
-      if s == steps[-1]:
+      if i + 1 == len(steps):
         raise UserError(f'the checkpoint at step {s} in {mngr.directory} cannot be read '
                         f'({reason}); delete it to start over') from None
       logging.warning('the checkpoint at step %d cannot be read (%s); trying step %d', s, reason,
-                      steps[steps.index(s) + 1])
+                      steps[i + 1])
       continue
     if move_aside and damaged and jax.process_index() == 0:
       for d in damaged:  # Aside, not deleted: the user may want to look at it.

@@ -236,7 +236,6 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   if is_chief and start < config.num_steps:  # A launch with nothing to train changes nothing.
     checkpoint.save_config(workdir, config)
   writer = MetricWriter(workdir, enabled=is_chief, resumed_at=start)
-  writer.truncate_after(start)
 
   # Update step over every local device; each process builds its own rows of the global batch.
   devices = jax.local_devices()

@@ -9,8 +9,9 @@ class MetricWriter:
   """Appends events to metrics.jsonl and TensorBoard; a no-op on processes other than 0."""
 
   def __init__(self, workdir: str, enabled: bool = True, resumed_at: int = 0):
-    """`resumed_at`: the restored step; TensorBoard drops what an earlier launch logged after it
-    (the resumed run logs it again), as `truncate_after` does for metrics.jsonl."""
+    """`resumed_at`: the restored step. What an earlier launch logged after it is dropped, from
+    metrics.jsonl and from TensorBoard's view: the resumed run logs it again, so both read as one
+    run."""
     self.enabled = enabled
     self.path = os.path.join(workdir, 'metrics.jsonl')
     self._tb = None
@@ -21,10 +22,10 @@ class MetricWriter:
       self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'), flush_secs=30,
                                purge_step=resumed_at + 1,
                                filename_suffix=f'.{os.getpid()}.{resumed_at}')
+      self._truncate_after(resumed_at)
 
-  def truncate_after(self, step: int) -> None:
-    """Drops events past `step`: a resumed run rewrites them, so the file reads as one run."""
-    if not self.enabled or not os.path.exists(self.path):
+  def _truncate_after(self, step: int) -> None:
+    if not os.path.exists(self.path):
       return
     with open(self.path, encoding='utf-8') as f:
       keep = [line for line in f if line.strip() and json.loads(line)['step'] <= step]

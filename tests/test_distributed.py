@@ -99,12 +99,18 @@ def test_a_busy_coordinator_port_is_one_line(tmp_path, corpus_file):
   assert f'port {port} cannot be used' in proc.stderr.strip().splitlines()[-1]
 
 
+def start_long_local_run(workdir, corpus, *args):
+  """launch/local.sh with 2 processes of 1 device on a run too long to end by itself."""
+  return subprocess.Popen(
+      ['bash', 'launch/local.sh', '2', '1', '--config=configs/tiny.py', f'--workdir={workdir}',
+       f'--config.data.path={corpus}', '--config.num_steps=100000', '--config.eval_every=100000',
+       *args], cwd=ROOT, env={**os.environ, 'PYTHON': sys.executable}, stderr=subprocess.PIPE,
+      text=True)
+
+
 def test_sigterm_to_one_process_stops_every_process_at_the_same_saved_step(tmp_path, corpus_file):
-  launcher = subprocess.Popen(
-      ['bash', 'launch/local.sh', '2', '1', '--config=configs/tiny.py', f'--workdir={tmp_path}',
-       f'--config.data.path={corpus_file}', '--config.num_steps=100000',
-       '--config.checkpoint_every=50', '--config.eval_every=100000', '--config.log_every=100'],
-      cwd=ROOT, env={**os.environ, 'PYTHON': sys.executable}, stderr=subprocess.PIPE, text=True)
+  launcher = start_long_local_run(tmp_path, corpus_file, '--config.checkpoint_every=50',
+                                  '--config.log_every=100')
   ckpt = tmp_path / 'checkpoints'
   while not (ckpt.is_dir() and any(d.isdigit() for d in os.listdir(ckpt))):
     assert launcher.poll() is None, launcher.stderr.read()
@@ -124,11 +130,8 @@ def test_sigterm_to_one_process_stops_every_process_at_the_same_saved_step(tmp_p
 
 
 def test_a_stopped_launcher_lets_every_process_save_before_it_exits(tmp_path, corpus_file):
-  launcher = subprocess.Popen(
-      ['bash', 'launch/local.sh', '2', '1', '--config=configs/tiny.py', f'--workdir={tmp_path}',
-       f'--config.data.path={corpus_file}', '--config.num_steps=100000',
-       '--config.checkpoint_every=100000', '--config.eval_every=100000', '--config.log_every=20'],
-      cwd=ROOT, env={**os.environ, 'PYTHON': sys.executable}, stderr=subprocess.PIPE, text=True)
+  launcher = start_long_local_run(tmp_path, corpus_file, '--config.checkpoint_every=100000',
+                                  '--config.log_every=20')
   while not (tmp_path / 'metrics.jsonl').exists():  # Training is under way, no checkpoint yet.
     assert launcher.poll() is None, launcher.stderr.read()
     time.sleep(0.1)
